@@ -1,0 +1,1 @@
+"""Web dashboard and cost reports; reads only through the warehouse query API."""

@@ -1,0 +1,1 @@
+"""The event contract, token normalisation and pricing: leaf modules every component shares."""

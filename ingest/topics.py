@@ -1,0 +1,29 @@
+"""Every Kafka topic tokenops uses, in one place.
+
+Usage events are keyed by tenant so that one tenant's events stay in order on one partition and
+per-tenant ledgers are co-partitioned with their input.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+USAGE_EVENTS = "tokenops.usage.v1"
+PRICED_USAGE = "tokenops.usage.priced.v1"
+BUDGET_STATE = "tokenops.budget.state.v1"
+ALERTS = "tokenops.alerts.v1"
+DEAD_LETTERS = "tokenops.deadletter.v1"
+
+PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(USAGE_EVENTS, partitions=3),
+    TopicSpec(PRICED_USAGE, partitions=3),
+    TopicSpec(BUDGET_STATE, partitions=3, compacted=True),
+    TopicSpec(ALERTS, partitions=1),
+    TopicSpec(DEAD_LETTERS, partitions=1),
+)

@@ -1,0 +1,112 @@
+"""The usage event: one immutable fact per model call, shared by relay, streams and warehouse.
+
+Wire format is the model's JSON (money as decimal strings), Kafka key = tenant. The relay
+publishes events with `price_status="pending"`; pricing returns a copy with the cost fields set.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+Outcome = Literal["ok", "upstream_error", "timeout", "connection_error", "cancelled"]
+UsageSource = Literal["provider", "estimated", "partial", "none"]
+PriceStatus = Literal["pending", "priced", "unpriced"]
+
+
+class TokenCounts(BaseModel):
+    """Disjoint token classes: their sum is every token the provider billed for the call."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_uncached: int = Field(0, ge=0)
+    cache_read: int = Field(0, ge=0)
+    cache_write: int = Field(0, ge=0)
+    """Cache writes at the provider's default (5 minute) retention."""
+    cache_write_1h: int = Field(0, ge=0)
+    output: int = Field(0, ge=0)
+    """Visible output, reasoning excluded."""
+    reasoning: int = Field(0, ge=0)
+
+    @property
+    def input_total(self) -> int:
+        return self.input_uncached + self.cache_read + self.cache_write + self.cache_write_1h
+
+    @property
+    def output_total(self) -> int:
+        return self.output + self.reasoning
+
+
+class UsageEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    # identity
+    event_id: str = Field(min_length=1, max_length=64)
+    event_time: AwareDatetime
+    """When the relay received the call (UTC); prices in force at this instant apply."""
+
+    # attribution
+    tenant: str = Field(min_length=1, max_length=128)
+    relay_key_id: str | None = None
+    feature: str | None = None
+    prompt_version: str | None = None
+    end_user: str | None = None
+    tags: tuple[str, ...] = ()
+
+    # the call
+    endpoint: str
+    requested_model: str
+    served_model: str
+    provider: str
+    provider_model: str
+    attempt: int = Field(1, ge=1)
+    streamed: bool = False
+    latency_ms: int = Field(0, ge=0)
+
+    # usage
+    tokens: TokenCounts = TokenCounts()
+    usage_source: UsageSource = "provider"
+    raw_usage: dict[str, Any] | None = None
+
+    # outcome
+    outcome: Outcome = "ok"
+    http_status: int | None = None
+    error_code: str | None = None
+
+    # pricing (set by ingest.pricing, never by the relay)
+    price_status: PriceStatus = "pending"
+    currency: str = "USD"
+    cost_usd: Decimal | None = None
+    input_cost_usd: Decimal | None = None
+    output_cost_usd: Decimal | None = None
+    price_version_id: str | None = None
+
+    @field_validator("event_time")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    def kafka_key(self) -> bytes:
+        return self.tenant.encode()
+
+    def to_wire(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_wire(cls, payload: bytes | str) -> UsageEvent:
+        return cls.model_validate_json(payload)
+
+
+def new_event_id() -> str:
+    """A time-ordered unique id (UUIDv7 layout) so ids sort roughly by creation time."""
+    ms = int(datetime.now(UTC).timestamp() * 1000)
+    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    value = (
+        (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    )
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,110 @@
+"""The relay application: routes, error mapping and the start-up wiring."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from relay import chat_completions
+from relay.errors import InvalidRequest, RelayError
+from relay.model_catalog import ModelCatalog
+from relay.state import CallerDep, Relay, RelayDep
+from relay.tenants import TenantDirectory
+from relay.usage_publisher import UsagePublisher
+from tokenops.broker import port_is_open
+from tokenops.settings import Settings, get_settings
+
+log = logging.getLogger("tokenops.relay")
+
+
+def build_relay(settings: Settings) -> Relay:
+    return Relay(
+        settings=settings,
+        catalog=ModelCatalog.load(settings.config_dir / "models.yaml", settings),
+        tenants=TenantDirectory.load(settings.config_dir / "tenants.yaml"),
+        http=httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_timeout_s, connect=5.0),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        ),
+        publisher=UsagePublisher(settings.bootstrap, settings.spool_dir),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    relay = build_relay(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        host, _, port = settings.bootstrap.split(",")[0].rpartition(":")
+        if not port_is_open(host or "127.0.0.1", int(port), timeout=1.0):
+            log.warning(
+                "cannot reach Kafka at %s; serving anyway, usage events go to the disk spool "
+                "until it answers",
+                settings.bootstrap,
+            )
+        relay.publisher.start()
+        try:
+            yield
+        finally:
+            await relay.http.aclose()
+            relay.publisher.close()
+
+    app = FastAPI(title="tokenops relay", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.relay = relay
+    app.include_router(chat_completions.router)
+
+    @app.get("/v1/models")
+    async def list_models(_: CallerDep, relay: RelayDep) -> dict[str, Any]:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": targets[0].provider}
+            for name in relay.catalog.model_names
+            if (targets := relay.catalog.resolve(name))
+        ]
+        return {"object": "list", "data": data}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(relay: RelayDep) -> JSONResponse:
+        publisher = relay.publisher
+        body = {
+            "broker": "up" if publisher.broker_healthy else "unreachable",
+            "bootstrap": relay.settings.bootstrap,
+            "spool_depth": publisher.spool.depth,
+            "queued": publisher.queued,
+            "published": publisher.stats.published,
+        }
+        return JSONResponse(body, status_code=200 if publisher.broker_healthy else 503)
+
+    @app.exception_handler(RelayError)
+    async def relay_error(_: Request, exc: RelayError) -> JSONResponse:
+        return JSONResponse(exc.openai_body(), status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        error = RelayError(str(exc.detail))
+        error.status, error.error_type, error.code = exc.status_code, "invalid_request_error", None
+        return JSONResponse(error.openai_body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        error = InvalidRequest(f"Invalid request: {exc.errors()[:3]}")
+        return JSONResponse(error.openai_body(), status_code=error.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected relay error")
+        return JSONResponse(RelayError("The relay failed unexpectedly.").openai_body(), 500)
+
+    return app

@@ -1,0 +1,103 @@
+"""Turns one upstream attempt into exactly one usage event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ingest.token_usage import UsageMismatch, from_openai_chat_usage
+from ingest.usage_event import Outcome, TokenCounts, UsageEvent, UsageSource, new_event_id
+from relay.model_catalog import Target
+from relay.tenants import Caller
+
+
+@dataclass(frozen=True)
+class Attribution:
+    feature: str | None = None
+    prompt_version: str | None = None
+    end_user: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @classmethod
+    def from_request(cls, headers: Mapping[str, str], body: Mapping[str, Any]) -> Attribution:
+        user = body.get("user")
+        tags = headers.get("x-tags", "")
+        return cls(
+            feature=headers.get("x-feature") or None,
+            prompt_version=headers.get("x-prompt-version") or None,
+            end_user=headers.get("x-end-user") or (user if isinstance(user, str) else None),
+            tags=tuple(t.strip() for t in tags.split(",") if t.strip()),
+        )
+
+
+def estimate_tokens(chars: int) -> int:
+    """A rough tokens-from-characters estimate, used only when the provider reported nothing."""
+    return (chars + 3) // 4
+
+
+@dataclass
+class CallMeter:
+    caller: Caller
+    attribution: Attribution
+    endpoint: str
+    requested_model: str
+    target: Target
+    attempt: int
+    streamed: bool
+    prompt_chars: int
+    event_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def event(
+        self,
+        *,
+        outcome: Outcome,
+        http_status: int | None,
+        raw_usage: Mapping[str, Any] | None = None,
+        output_chars: int = 0,
+        error_code: str | None = None,
+    ) -> UsageEvent:
+        tokens, source = self._tokens(raw_usage, outcome, output_chars)
+        return UsageEvent(
+            event_id=new_event_id(),
+            event_time=self.event_time,
+            tenant=self.caller.tenant,
+            relay_key_id=self.caller.key_id,
+            feature=self.attribution.feature,
+            prompt_version=self.attribution.prompt_version,
+            end_user=self.attribution.end_user,
+            tags=self.attribution.tags,
+            endpoint=self.endpoint,
+            requested_model=self.requested_model,
+            served_model=self.target.model,
+            provider=self.target.provider,
+            provider_model=self.target.model,
+            attempt=self.attempt,
+            streamed=self.streamed,
+            latency_ms=int((time.perf_counter() - self._t0) * 1000),
+            tokens=tokens,
+            usage_source=source,
+            raw_usage=dict(raw_usage) if raw_usage else None,
+            outcome=outcome,
+            http_status=http_status,
+            error_code=error_code,
+        )
+
+    def _tokens(
+        self, raw_usage: Mapping[str, Any] | None, outcome: Outcome, output_chars: int
+    ) -> tuple[TokenCounts, UsageSource]:
+        if raw_usage:
+            try:
+                return from_openai_chat_usage(raw_usage), "provider"
+            except UsageMismatch:
+                pass  # kept in raw_usage for audit; counted from the estimate below
+        if outcome == "cancelled" or output_chars:
+            estimate = TokenCounts(
+                input_uncached=estimate_tokens(self.prompt_chars),
+                output=estimate_tokens(output_chars),
+            )
+            return estimate, "estimated"
+        return TokenCounts(), "none"

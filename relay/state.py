@@ -1,0 +1,50 @@
+"""What every relay request needs, built once at start-up and held on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from relay.errors import AuthenticationFailed
+from relay.model_catalog import ModelCatalog
+from relay.tenants import Caller, TenantDirectory
+from relay.usage_publisher import UsagePublisher
+from tokenops.settings import Settings
+
+
+@dataclass
+class Relay:
+    settings: Settings
+    catalog: ModelCatalog
+    tenants: TenantDirectory
+    http: httpx.AsyncClient
+    publisher: UsagePublisher
+
+
+def current_relay(request: Request) -> Relay:
+    relay: Relay = request.app.state.relay
+    return relay
+
+
+def current_caller(request: Request) -> Caller:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, key = header.partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else ""
+    else:
+        key = request.headers.get("x-api-key", "")
+    if not key:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send your relay key as 'Authorization: Bearer <key>'."
+        )
+    caller = current_relay(request).tenants.authenticate(key)
+    if caller is None:
+        raise AuthenticationFailed("Incorrect API key provided.")
+    return caller
+
+
+RelayDep = Annotated[Relay, Depends(current_relay)]
+CallerDep = Annotated[Caller, Depends(current_caller)]

@@ -1,0 +1,1 @@
+"""faust-streaming processors: pricing, budget ledgers and alerts, derived from the usage log."""

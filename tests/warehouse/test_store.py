@@ -1,0 +1,143 @@
+"""The warehouse on real DuckDB files: contract, idempotent loads, exact sums, one writer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingest.alert_event import AlertEvent
+from ingest.pricing import price_event
+from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
+from warehouse import queries
+from warehouse.store import TOKEN_COLUMNS, Quarantined, WarehouseLocked, WarehouseStore
+
+NOON = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+
+
+def call(tenant: str = "acme", feature: str = "search", **tokens: int) -> UsageEvent:
+    event = UsageEvent(
+        event_id=new_event_id(),
+        event_time=NOON,
+        tenant=tenant,
+        feature=feature,
+        prompt_version="v1",
+        endpoint="chat.completions",
+        requested_model="gpt-4o-mini",
+        served_model="gpt-4o-mini",
+        provider="openai",
+        provider_model="gpt-4o-mini",
+        tokens=TokenCounts(**tokens),
+    )
+    return price_event(event)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> WarehouseStore:
+    store = WarehouseStore(tmp_path / "warehouse.duckdb")
+    yield store
+    store.close()
+
+
+def test_calls_table_matches_the_event_contract(store: WarehouseStore) -> None:
+    with store.cursor() as cur:
+        columns = {row[0] for row in cur.execute("DESCRIBE calls").fetchall()}
+    contract = (set(UsageEvent.model_fields) - {"tokens"}) | set(TOKEN_COLUMNS.values())
+    assert columns == contract | {"loaded_at"}
+
+
+def test_reloading_the_same_events_counts_each_once(store: WarehouseStore) -> None:
+    events = [call(input_uncached=1000, output=500), call(input_uncached=10, cache_read=2000)]
+    first = store.load(events, [], [])
+    again = store.load([*events, events[0]], [], [])
+    assert (first.inserted, first.duplicates) == (2, 0)
+    assert (again.inserted, again.duplicates) == (0, 3)
+    with store.cursor() as cur:
+        rows = queries.cost_rows(cur, ["tenant"])
+    # 1000*0.15 + 500*0.6 + 10*0.15 + 2000*0.075 per million = 0.0006015
+    assert rows == [
+        {
+            "tenant": "acme",
+            "requests": 2,
+            "input_tokens": 3010,
+            "output_tokens": 500,
+            "cache_read_tokens": 2000,
+            "cost_usd": "0.0006015",
+            "unpriced_requests": 0,
+            "failed_requests": 0,
+        }
+    ]
+
+
+def test_costs_filter_by_time_and_tenant_and_keep_unpriced_visible(
+    store: WarehouseStore,
+) -> None:
+    unpriced = price_event(
+        call(tenant="globex", input_uncached=100).model_copy(
+            update={"provider": "alibaba", "provider_model": "qwen-plus", "price_status": "pending"}
+        )
+    )
+    store.load([call(input_uncached=1_000_000), unpriced], [], [])
+    with store.cursor() as cur:
+        globex = queries.cost_rows(cur, ["tenant", "model"], tenant="globex")
+        later = queries.cost_rows(cur, ["tenant"], start=NOON + timedelta(seconds=1))
+        acme = queries.cost_rows(cur, ["tenant"], start=NOON, end=NOON + timedelta(hours=1))
+    assert globex[0]["unpriced_requests"] == 1 and globex[0]["cost_usd"] == "0"
+    assert later == []
+    assert [(r["tenant"], r["cost_usd"]) for r in acme] == [("acme", "0.15"), ("globex", "0")]
+
+
+def test_unknown_dimension_is_refused(store: WarehouseStore) -> None:
+    with store.cursor() as cur, pytest.raises(ValueError, match="cannot group by"):
+        queries.cost_rows(cur, ["tenant; DROP TABLE calls"])
+
+
+def test_alerts_and_quarantine_are_stored_idempotently(store: WarehouseStore) -> None:
+    alert = AlertEvent(
+        alert_id="a1",
+        kind="budget",
+        tenant="acme",
+        scope={"tenant": "acme"},
+        state="BREACH",
+        period="day",
+        period_start=NOON.replace(hour=0),
+        threshold=Decimal("1.0"),
+        limit_usd=Decimal("2.50"),
+        spend_usd=Decimal("2.5000001"),
+        created_at=NOON,
+        message="over",
+    )
+    bad = Quarantined("tokenops.usage.v1", 0, 7, "tenant: Field required", "{}")
+    store.load([], [alert, alert], [bad])
+    store.load([], [alert], [bad])
+    with store.cursor() as cur:
+        alerts = queries.alert_rows(cur, tenant="acme")
+        quarantined = cur.execute("SELECT reason FROM quarantine").fetchall()
+    assert len(alerts) == 1 and alerts[0]["spend_usd"] == "2.5000001"
+    assert quarantined == [("tenant: Field required",)]
+
+
+def test_a_second_writer_gets_an_error_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); "
+            "print('open', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        with pytest.raises(WarehouseLocked, match=f"PID {holder.pid}"):
+            WarehouseStore(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert duckdb.connect(str(path)).execute("SELECT 1").fetchone() == (1,)

@@ -1,0 +1,1 @@
+"""tokenops: token metering and FinOps for applications that call many LLM providers."""

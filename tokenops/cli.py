@@ -1,0 +1,161 @@
+"""The `tokenops` command: one subcommand per component, plus `up` for the whole pipeline."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tokenops.errors import TokenopsError
+from tokenops.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(func: F) -> F:
+    """Print a TokenopsError as one line on stderr and exit 2: no traceback for known failures."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TokenopsError as exc:
+            typer.echo(f"tokenops: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
+        '"message":"%(message)s"}',
+    )
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "uvicorn.access", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _serve(app_obj: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    from tokenops.broker import port_is_open
+
+    if port_is_open(host, port):
+        raise TokenopsError(f"cannot listen on {host}:{port}: the address is already in use")
+    uvicorn.run(
+        app_obj,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+@one_line_errors
+def broker(
+    port: Annotated[int | None, typer.Option(help="port on 127.0.0.1")] = None,
+) -> None:
+    """Run the embedded Kafka-protocol broker (memory storage) and create every topic."""
+    from tokenops.broker import ensure_topics, start_embedded_broker
+
+    settings = get_settings()
+    port = port or settings.embedded_broker_port
+    process = start_embedded_broker(port)
+    try:
+        created = ensure_topics(f"127.0.0.1:{port}")
+        typer.echo(f"broker listening on 127.0.0.1:{port}; topics created: {len(created)}")
+        signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(5)
+
+
+@app.command()
+@one_line_errors
+def topics() -> None:
+    """Create every pipeline topic on the configured Kafka cluster (idempotent)."""
+    from tokenops.broker import ensure_topics
+
+    settings = get_settings()
+    created = ensure_topics(settings.bootstrap)
+    typer.echo(f"{settings.bootstrap}: created {created or 'nothing (all present)'}")
+
+
+@app.command()
+@one_line_errors
+def simulator() -> None:
+    """Run the simulated OpenAI-compatible provider."""
+    from tokenops.simulated_provider import create_app
+
+    settings = get_settings()
+    _serve(create_app(), settings.simulator_host, settings.simulator_port)
+
+
+@app.command()
+@one_line_errors
+def relay() -> None:
+    """Run the relay (OpenAI-compatible gateway that meters every call)."""
+    _logging()
+    from relay.app import create_app
+
+    settings = get_settings()
+    _serve(create_app(settings), settings.relay_host, settings.relay_port)
+
+
+@app.command()
+@one_line_errors
+def streams() -> None:
+    """Run the faust streams worker: pricing, budget ledgers and budget alerts."""
+    _logging()
+    from streams.worker import run_worker
+
+    run_worker(get_settings())
+
+
+@app.command()
+@one_line_errors
+def warehouse() -> None:
+    """Run the warehouse service: Kafka -> DuckDB loader, query API and dashboard."""
+    _logging()
+    from warehouse.service import create_app
+
+    settings = get_settings()
+    _serve(create_app(settings), settings.warehouse_host, settings.warehouse_port)
+
+
+@app.command("demo-traffic")
+@one_line_errors
+def demo_traffic(
+    rate: Annotated[float, typer.Option(help="requests per second")] = 4.0,
+    count: Annotated[int, typer.Option(help="stop after this many requests (0: never)")] = 0,
+) -> None:
+    """Send continuous sample traffic from the demo tenants through the relay."""
+    from tokenops.demo_traffic import run
+
+    run(get_settings(), rate=rate, count=count)
+
+
+@app.command()
+@one_line_errors
+def up(
+    demo: Annotated[bool, typer.Option(help="also send continuous demo traffic")] = False,
+) -> None:
+    """Start the whole pipeline as one supervised process group; Ctrl-C stops it."""
+    from tokenops.supervisor import run_pipeline
+
+    sys.exit(run_pipeline(get_settings(), demo=demo))

@@ -1,0 +1,73 @@
+"""Process settings, read once from the environment (prefix `TOKENOPS_`).
+
+Unset `TOKENOPS_KAFKA_BOOTSTRAP` means "the embedded broker on 127.0.0.1"; setting it to another
+cluster makes every component use that cluster and nothing embedded starts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tokenops.errors import ConfigError
+
+DEMO_CONFIG_DIR = Path(__file__).parent / "demo_config"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENOPS_", frozen=True)
+
+    kafka_bootstrap: str | None = None
+    embedded_broker_port: int = Field(9092, gt=0, lt=65536)
+
+    config_dir: Path = DEMO_CONFIG_DIR
+    data_dir: Path = Path(".tokenops")
+
+    relay_host: str = "127.0.0.1"
+    relay_port: int = Field(8080, gt=0, lt=65536)
+    warehouse_host: str = "127.0.0.1"
+    warehouse_port: int = Field(8081, gt=0, lt=65536)
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = Field(8090, gt=0, lt=65536)
+
+    simulate: Literal["auto", "always", "never"] = "auto"
+    """auto: a provider without its API key in the environment is served by the simulator."""
+
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    upstream_timeout_s: float = Field(120.0, gt=0)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://{self.simulator_host}:{self.simulator_port}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TOKENOPS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid setting: {problems}") from None

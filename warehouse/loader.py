@@ -1,0 +1,134 @@
+"""Kafka -> DuckDB loader.
+
+Per micro-batch (up to 5,000 records or 1 s): decode, price with ingest.pricing, write the
+batch to DuckDB in one transaction, send undecodable records to the dead-letter topic, and only
+then commit the Kafka offsets. A crash anywhere before the offset commit re-delivers the batch,
+which the store skips by event_id: at-least-once delivery, exactly-once effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from ingest.alert_event import AlertEvent
+from ingest.pricing import price_event
+from ingest.topics import ALERTS, DEAD_LETTERS, USAGE_EVENTS
+from ingest.usage_event import UsageEvent
+from warehouse.store import Quarantined, WarehouseStore
+
+log = logging.getLogger("tokenops.warehouse.loader")
+
+GROUP_ID = "tokenops-warehouse"
+
+
+@dataclass
+class LoaderStats:
+    consumed: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    alerts: int = 0
+    quarantined: int = 0
+    last_load_at: datetime | None = None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        return f"{where}: {first['msg']}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class WarehouseLoader:
+    def __init__(self, bootstrap: str, store: WarehouseStore, *, max_records: int = 5_000):
+        self._bootstrap = bootstrap
+        self._store = store
+        self._max_records = max_records
+        self.stats = LoaderStats()
+
+    def decode(
+        self, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[list[UsageEvent], list[AlertEvent], list[Quarantined]]:
+        calls: list[UsageEvent] = []
+        alerts: list[AlertEvent] = []
+        quarantined: list[Quarantined] = []
+        for record in records:
+            value = record.value or b""
+            try:
+                if record.topic == USAGE_EVENTS:
+                    calls.append(price_event(UsageEvent.from_wire(value)))
+                else:
+                    alerts.append(AlertEvent.model_validate_json(value))
+            except (ValidationError, ValueError) as exc:
+                quarantined.append(
+                    Quarantined(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        reason=_reason(exc),
+                        payload=value.decode("utf-8", errors="replace"),
+                    )
+                )
+        return calls, alerts, quarantined
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            USAGE_EVENTS,
+            ALERTS,
+            bootstrap_servers=self._bootstrap,
+            group_id=GROUP_ID,
+            client_id="tokenops-warehouse",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            rebalance_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            max_poll_records=self._max_records,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=1_000, max_records=self._max_records)
+                records = [r for partition in batches.values() for r in partition]
+                if records:
+                    await self._load(records, producer)
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _load(
+        self, records: list[ConsumerRecord[bytes, bytes]], producer: AIOKafkaProducer
+    ) -> None:
+        calls, alerts, quarantined = self.decode(records)
+        result = await asyncio.to_thread(self._store.load, calls, alerts, quarantined)
+        for q in quarantined:
+            await producer.send_and_wait(
+                DEAD_LETTERS,
+                json.dumps(
+                    {
+                        "source_topic": q.topic,
+                        "partition": q.partition,
+                        "offset": q.offset,
+                        "reason": q.reason,
+                        "payload": q.payload,
+                    }
+                ).encode(),
+            )
+        stats = self.stats
+        stats.consumed += len(records)
+        stats.loaded += result.inserted
+        stats.duplicates += result.duplicates
+        stats.alerts += len(alerts)
+        stats.quarantined += len(quarantined)
+        stats.last_load_at = datetime.now(UTC)

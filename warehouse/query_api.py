@@ -1,0 +1,71 @@
+"""The query API: JSON over HTTP, money as decimal strings. Read-only; runs queries on cursors
+in worker threads so the loader and the event loop are never blocked by a query."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from warehouse import queries
+from warehouse.loader import WarehouseLoader
+from warehouse.store import WarehouseStore
+
+router = APIRouter(prefix="/api")
+
+
+def current_store(request: Request) -> WarehouseStore:
+    store: WarehouseStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[WarehouseStore, Depends(current_store)]
+
+
+def _read(store: WarehouseStore, func: Any, *args: Any) -> Any:
+    with store.cursor() as cur:
+        return func(cur, *args)
+
+
+@router.get("/costs")
+async def costs(
+    store: StoreDep,
+    group_by: Annotated[str, Query(description="comma-separated dimensions")] = "tenant",
+    start: datetime | None = None,
+    end: datetime | None = None,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    dimensions = [g.strip() for g in group_by.split(",") if g.strip()]
+    try:
+        rows = await asyncio.to_thread(
+            _read, store, queries.cost_rows, dimensions, start, end, tenant
+        )
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    return {"group_by": dimensions, "rows": rows}
+
+
+@router.get("/alerts")
+async def alerts(
+    store: StoreDep,
+    tenant: str | None = None,
+    kind: Literal["budget", "anomaly", "unpriced"] | None = None,
+) -> dict[str, Any]:
+    rows = await asyncio.to_thread(_read, store, queries.alert_rows, tenant, kind)
+    return {"alerts": rows}
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    loader: WarehouseLoader = request.app.state.loader
+    stats = loader.stats
+    return {
+        "consumed": stats.consumed,
+        "loaded": stats.loaded,
+        "duplicates": stats.duplicates,
+        "alerts": stats.alerts,
+        "quarantined": stats.quarantined,
+        "last_load_at": stats.last_load_at.isoformat() if stats.last_load_at else None,
+    }

@@ -1,0 +1,62 @@
+"""The warehouse service: the only DuckDB writer, its loader, the query API and the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dashboards.web import router as dashboard_router
+from tokenops.broker import require_broker
+from tokenops.settings import Settings, get_settings
+from warehouse.loader import WarehouseLoader
+from warehouse.query_api import router as query_router
+from warehouse.store import WarehouseStore
+
+log = logging.getLogger("tokenops.warehouse")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    require_broker(settings.bootstrap)
+    store = WarehouseStore(settings.warehouse_path)
+    loader = WarehouseLoader(settings.bootstrap, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+
+        async def supervise() -> None:
+            # The loader must outlive broker hiccups: restart it, never take the API down.
+            while not stop.is_set():
+                try:
+                    await loader.run(stop)
+                except Exception:
+                    log.exception("warehouse loader failed; restarting in 2 s")
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2.0)
+
+        task = asyncio.create_task(supervise())
+        try:
+            yield
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, 15.0)
+            store.close()
+
+    app = FastAPI(title="tokenops warehouse", lifespan=lifespan, docs_url="/api/docs")
+    app.state.store = store
+    app.state.loader = loader
+    app.include_router(query_router)
+    app.include_router(dashboard_router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
