@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ingest.usage_event import TokenCounts
+from ingest.usage_event import TokenCounts, UsageEvent
 
 
 class UsageMismatch(ValueError):
@@ -64,6 +64,11 @@ def from_openai_chat_usage(usage: Mapping[str, Any]) -> TokenCounts:
         )
     if reasoning > completion:
         raise UsageMismatch(f"reasoning_tokens {reasoning} exceed completion_tokens {completion}")
+    total = usage.get("total_tokens")
+    if total is not None and _int(usage, "total_tokens") != prompt + completion:
+        raise UsageMismatch(
+            f"total_tokens {total} != prompt_tokens {prompt} + completion_tokens {completion}"
+        )
     return TokenCounts(
         input_uncached=prompt - cache_read - cache_write,
         cache_read=cache_read,
@@ -71,3 +76,22 @@ def from_openai_chat_usage(usage: Mapping[str, Any]) -> TokenCounts:
         output=completion - reasoning,
         reasoning=reasoning,
     )
+
+
+def usage_violation(event: UsageEvent) -> str | None:
+    """Why an event's token classes cannot be trusted, or None.
+
+    Provider-reported usage is re-derived from the raw usage kept for audit; the classes must
+    equal what the provider's own totals say. Estimated usage has no provider totals to check.
+    """
+    if event.usage_error:
+        return event.usage_error
+    if event.usage_source != "provider" or not event.raw_usage:
+        return None
+    try:
+        expected = from_openai_chat_usage(event.raw_usage)
+    except UsageMismatch as exc:
+        return str(exc)
+    if expected != event.tokens:
+        return f"token classes {event.tokens.model_dump()} do not match the provider usage"
+    return None

@@ -19,6 +19,7 @@ PRICED_USAGE = "tokenops.usage.priced.v1"
 BUDGET_STATE = "tokenops.budget.state.v1"
 ALERTS = "tokenops.alerts.v1"
 DEAD_LETTERS = "tokenops.deadletter.v1"
+PRICE_VERSIONS = "tokenops.prices.v1"
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(USAGE_EVENTS, partitions=3),
@@ -26,4 +27,5 @@ PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(BUDGET_STATE, partitions=3, compacted=True),
     TopicSpec(ALERTS, partitions=1),
     TopicSpec(DEAD_LETTERS, partitions=1),
+    TopicSpec(PRICE_VERSIONS, partitions=1, compacted=True),
 )

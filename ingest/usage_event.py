@@ -65,6 +65,8 @@ class UsageEvent(BaseModel):
     provider: str
     provider_model: str
     attempt: int = Field(1, ge=1)
+    service_tier: str | None = None
+    """The tier the provider says it served (default, flex, priority, batch)."""
     streamed: bool = False
     latency_ms: int = Field(0, ge=0)
 
@@ -72,6 +74,8 @@ class UsageEvent(BaseModel):
     tokens: TokenCounts = TokenCounts()
     usage_source: UsageSource = "provider"
     raw_usage: dict[str, Any] | None = None
+    usage_error: str | None = None
+    """Why the provider's usage could not be split into token classes (the event is quarantined)."""
 
     # outcome
     outcome: Outcome = "ok"
@@ -80,11 +84,16 @@ class UsageEvent(BaseModel):
 
     # pricing (set by ingest.pricing, never by the relay)
     price_status: PriceStatus = "pending"
-    currency: str = "USD"
-    cost_usd: Decimal | None = None
-    input_cost_usd: Decimal | None = None
-    output_cost_usd: Decimal | None = None
+    unpriced_reason: str | None = None
     price_version_id: str | None = None
+    billing_currency: str | None = None
+    cost_billed: Decimal | None = None
+    """Total in the provider's billing currency."""
+    fx_rate: Decimal | None = None
+    """USD per unit of the billing currency at event time."""
+    cost_usd: Decimal | None = None
+    cost_by_class: dict[str, Decimal] | None = None
+    """USD per token class (and "request" for per-request fees); sums to cost_usd."""
 
     @field_validator("event_time")
     @classmethod

@@ -146,17 +146,20 @@ def _completed_event(meter: CallMeter, status: int, content: bytes) -> Any:
         return meter.event(
             outcome="upstream_error", http_status=status, error_code=f"http_{status}"
         )
-    usage = None
+    usage = tier = None
     try:
         parsed = json.loads(content)
-        usage = parsed.get("usage") if isinstance(parsed, dict) else None
     except ValueError:
-        pass
+        parsed = None
+    if isinstance(parsed, dict):
+        usage = parsed.get("usage")
+        tier = parsed.get("service_tier")
     return meter.event(
         outcome="ok",
         http_status=status,
         raw_usage=usage if isinstance(usage, dict) else None,
         output_chars=0 if usage else len(content),
+        service_tier=tier if isinstance(tier, str) else None,
     )
 
 
@@ -170,6 +173,7 @@ async def relay_stream(
     disconnects still yields one event (cancelled, usage estimated from what was streamed).
     """
     usage: dict[str, Any] | None = None
+    tier: str | None = None
     output_chars = 0
     outcome = "cancelled"
     skip_blank = False
@@ -190,6 +194,8 @@ async def relay_stream(
                         chunk = None
                     if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
                         usage = chunk["usage"]
+                        if isinstance(chunk.get("service_tier"), str):
+                            tier = chunk["service_tier"]
                         if not client_wants_usage and not chunk.get("choices"):
                             skip_blank = True
                             continue
@@ -208,5 +214,6 @@ async def relay_stream(
                 raw_usage=usage,
                 output_chars=output_chars,
                 error_code=None if outcome == "ok" else f"stream_{outcome}",
+                service_tier=tier,
             )
         )

@@ -59,8 +59,9 @@ class CallMeter:
         raw_usage: Mapping[str, Any] | None = None,
         output_chars: int = 0,
         error_code: str | None = None,
+        service_tier: str | None = None,
     ) -> UsageEvent:
-        tokens, source = self._tokens(raw_usage, outcome, output_chars)
+        tokens, source, usage_error = self._tokens(raw_usage, outcome, output_chars)
         return UsageEvent(
             event_id=new_event_id(),
             event_time=self.event_time,
@@ -76,11 +77,13 @@ class CallMeter:
             provider=self.target.provider,
             provider_model=self.target.model,
             attempt=self.attempt,
+            service_tier=service_tier,
             streamed=self.streamed,
             latency_ms=int((time.perf_counter() - self._t0) * 1000),
             tokens=tokens,
             usage_source=source,
             raw_usage=dict(raw_usage) if raw_usage else None,
+            usage_error=usage_error,
             outcome=outcome,
             http_status=http_status,
             error_code=error_code,
@@ -88,16 +91,17 @@ class CallMeter:
 
     def _tokens(
         self, raw_usage: Mapping[str, Any] | None, outcome: Outcome, output_chars: int
-    ) -> tuple[TokenCounts, UsageSource]:
+    ) -> tuple[TokenCounts, UsageSource, str | None]:
         if raw_usage:
             try:
-                return from_openai_chat_usage(raw_usage), "provider"
-            except UsageMismatch:
-                pass  # kept in raw_usage for audit; counted from the estimate below
+                return from_openai_chat_usage(raw_usage), "provider", None
+            except UsageMismatch as exc:
+                # Never priced by guess: the event carries the reason and is quarantined.
+                return TokenCounts(), "provider", str(exc)
         if outcome == "cancelled" or output_chars:
             estimate = TokenCounts(
                 input_uncached=estimate_tokens(self.prompt_chars),
                 output=estimate_tokens(output_chars),
             )
-            return estimate, "estimated"
-        return TokenCounts(), "none"
+            return estimate, "estimated", None
+        return TokenCounts(), "none", None

@@ -150,6 +150,18 @@ def demo_traffic(
     run(get_settings(), rate=rate, count=count)
 
 
+def _prices() -> None:
+    from tokenops.prices_cli import prices_app
+
+    for command in prices_app.registered_commands:
+        assert command.callback is not None
+        command.callback = one_line_errors(command.callback)
+    app.add_typer(prices_app, name="prices")
+
+
+_prices()
+
+
 @app.command()
 @one_line_errors
 def up(

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.price_book import load_price_book
+from ingest.pricing import Pricer
 from tokenops.errors import ConfigError
 
 DEMO_CONFIG_DIR = Path(__file__).parent / "demo_config"
@@ -57,6 +59,15 @@ class Settings(BaseSettings):
         return self.data_dir / "spool"
 
     @property
+    def price_book_path(self) -> Path:
+        return self.config_dir / "price_book.yaml"
+
+    @property
+    def price_additions_path(self) -> Path:
+        """Append-only log of price versions added with `tokenops prices add`."""
+        return self.data_dir / "price_additions.jsonl"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
 
@@ -71,3 +82,7 @@ def get_settings() -> Settings:
             for e in exc.errors()
         )
         raise ConfigError(f"invalid setting: {problems}") from None
+
+
+def load_pricer(settings: Settings) -> Pricer:
+    return Pricer(load_price_book(settings.price_book_path, settings.price_additions_path))

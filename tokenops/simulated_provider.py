@@ -118,11 +118,13 @@ def create_app() -> FastAPI:
         )
         words = [WORDS[i % len(WORDS)] for i in range(max(visible // n, 1))]
         created = int(time.time())
+        tier = body.get("service_tier")
+        served_tier = tier if tier in ("flex", "priority") else "default"
         completion_id = f"chatcmpl-sim{zlib.crc32(json.dumps(body).encode()):08x}"
         if body.get("stream") is True:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(
-                _stream(completion_id, created, model, n, words, usage, include_usage),
+                _stream(completion_id, created, model, n, words, usage, include_usage, served_tier),
                 media_type="text/event-stream",
             )
         choices = [
@@ -142,6 +144,7 @@ def create_app() -> FastAPI:
                 "model": model,
                 "choices": choices,
                 "usage": usage,
+                "service_tier": served_tier,
                 "system_fingerprint": "fp_tokenops_sim",
             }
         )
@@ -157,6 +160,7 @@ async def _stream(
     words: list[str],
     usage: dict[str, Any],
     include_usage: bool,
+    service_tier: str,
 ) -> AsyncIterator[bytes]:
     def chunk(choices: list[dict[str, Any]], chunk_usage: Any = None) -> bytes:
         body: dict[str, Any] = {
@@ -164,6 +168,7 @@ async def _stream(
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
+            "service_tier": service_tier,
             "system_fingerprint": "fp_tokenops_sim",
             "choices": choices,
         }

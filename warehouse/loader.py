@@ -1,9 +1,10 @@
 """Kafka -> DuckDB loader.
 
 Per micro-batch (up to 5,000 records or 1 s): decode, price with ingest.pricing, write the
-batch to DuckDB in one transaction, send undecodable records to the dead-letter topic, and only
-then commit the Kafka offsets. A crash anywhere before the offset commit re-delivers the batch,
-which the store skips by event_id: at-least-once delivery, exactly-once effect.
+batch to DuckDB in one transaction, apply any new price versions (correction rows for the calls
+they re-price), send undecodable or invalid records to the dead-letter topic, and only then
+commit the Kafka offsets. A crash anywhere before the offset commit re-delivers the batch, which
+the store skips by event_id and price version id: at-least-once delivery, exactly-once effect.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from ingest.alert_event import AlertEvent
-from ingest.pricing import price_event
-from ingest.topics import ALERTS, DEAD_LETTERS, USAGE_EVENTS
+from ingest.price_book import PriceVersion
+from ingest.pricing import Pricer, UsageInvariantError
+from ingest.topics import ALERTS, DEAD_LETTERS, PRICE_VERSIONS, USAGE_EVENTS
 from ingest.usage_event import UsageEvent
 from warehouse.store import Quarantined, WarehouseStore
 
@@ -36,10 +38,13 @@ class LoaderStats:
     duplicates: int = 0
     alerts: int = 0
     quarantined: int = 0
+    corrections: int = 0
     last_load_at: datetime | None = None
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, UsageInvariantError):
+        return f"usage invariant: {exc}"
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
@@ -48,23 +53,34 @@ def _reason(exc: Exception) -> str:
 
 
 class WarehouseLoader:
-    def __init__(self, bootstrap: str, store: WarehouseStore, *, max_records: int = 5_000):
+    def __init__(
+        self,
+        bootstrap: str,
+        store: WarehouseStore,
+        pricer: Pricer,
+        *,
+        max_records: int = 5_000,
+    ) -> None:
         self._bootstrap = bootstrap
         self._store = store
+        self.pricer = pricer
         self._max_records = max_records
         self.stats = LoaderStats()
 
     def decode(
         self, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> tuple[list[UsageEvent], list[AlertEvent], list[Quarantined]]:
+    ) -> tuple[list[UsageEvent], list[AlertEvent], list[PriceVersion], list[Quarantined]]:
         calls: list[UsageEvent] = []
         alerts: list[AlertEvent] = []
+        versions: list[PriceVersion] = []
         quarantined: list[Quarantined] = []
         for record in records:
             value = record.value or b""
             try:
                 if record.topic == USAGE_EVENTS:
-                    calls.append(price_event(UsageEvent.from_wire(value)))
+                    calls.append(self.pricer.price_event(UsageEvent.from_wire(value)))
+                elif record.topic == PRICE_VERSIONS:
+                    versions.append(PriceVersion.model_validate_json(value))
                 else:
                     alerts.append(AlertEvent.model_validate_json(value))
             except (ValidationError, ValueError) as exc:
@@ -77,12 +93,24 @@ class WarehouseLoader:
                         payload=value.decode("utf-8", errors="replace"),
                     )
                 )
-        return calls, alerts, quarantined
+        return calls, alerts, versions, quarantined
+
+    def reconcile_price_versions(self) -> int:
+        """Apply every own price version the warehouse has not applied yet (e.g. added while
+        it was down, or after the embedded broker lost its topics)."""
+        applied = self._store.applied_price_versions()
+        written = 0
+        for version in self.pricer.book.versions:
+            if version.id not in applied:
+                written += self._store.apply_price_version(version, self.pricer)
+        self.stats.corrections += written
+        return written
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
             USAGE_EVENTS,
             ALERTS,
+            PRICE_VERSIONS,
             bootstrap_servers=self._bootstrap,
             group_id=GROUP_ID,
             client_id="tokenops-warehouse",
@@ -110,8 +138,12 @@ class WarehouseLoader:
     async def _load(
         self, records: list[ConsumerRecord[bytes, bytes]], producer: AIOKafkaProducer
     ) -> None:
-        calls, alerts, quarantined = self.decode(records)
+        calls, alerts, versions, quarantined = self.decode(records)
         result = await asyncio.to_thread(self._store.load, calls, alerts, quarantined)
+        for version in versions:
+            self.pricer.book.add(version)
+        if versions:
+            self.stats.corrections += await asyncio.to_thread(self.reconcile_price_versions)
         for q in quarantined:
             await producer.send_and_wait(
                 DEAD_LETTERS,

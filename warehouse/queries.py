@@ -63,10 +63,10 @@ def cost_rows(
                    + cache_write_1h_tokens) AS input_tokens,
                sum(output_tokens + reasoning_tokens) AS output_tokens,
                sum(cache_read_tokens) AS cache_read_tokens,
-               sum(cost_usd) AS cost_usd,
-               count(*) FILTER (WHERE price_status = 'unpriced') AS unpriced_requests,
+               sum(effective_cost_usd) AS cost_usd,
+               count(*) FILTER (WHERE effective_price_status = 'unpriced') AS unpriced_requests,
                count(*) FILTER (WHERE outcome <> 'ok') AS failed_requests
-        FROM calls
+        FROM call_costs
         WHERE {" AND ".join(where)}
         {"GROUP BY ALL" if group_by else ""}
         ORDER BY cost_usd DESC NULLS LAST{"".join(f", {g}" for g in group_by)}

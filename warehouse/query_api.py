@@ -67,5 +67,6 @@ async def status(request: Request) -> dict[str, Any]:
         "duplicates": stats.duplicates,
         "alerts": stats.alerts,
         "quarantined": stats.quarantined,
+        "corrections": stats.corrections,
         "last_load_at": stats.last_load_at.isoformat() if stats.last_load_at else None,
     }

@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS calls (
     provider               VARCHAR NOT NULL,
     provider_model         VARCHAR NOT NULL,
     attempt                INTEGER NOT NULL,
+    service_tier           VARCHAR,
     streamed               BOOLEAN NOT NULL,
     latency_ms             INTEGER NOT NULL,
     input_uncached_tokens  BIGINT NOT NULL,
@@ -25,15 +26,18 @@ CREATE TABLE IF NOT EXISTS calls (
     reasoning_tokens       BIGINT NOT NULL,
     usage_source           VARCHAR NOT NULL,
     raw_usage              JSON,
+    usage_error            VARCHAR,
     outcome                VARCHAR NOT NULL,
     http_status            INTEGER,
     error_code             VARCHAR,
     price_status           VARCHAR NOT NULL,
-    currency               VARCHAR NOT NULL,
-    cost_usd               DECIMAL(38, 18),
-    input_cost_usd         DECIMAL(38, 18),
-    output_cost_usd        DECIMAL(38, 18),
+    unpriced_reason        VARCHAR,
     price_version_id       VARCHAR,
+    billing_currency       VARCHAR,
+    cost_billed            DECIMAL(38, 18),
+    fx_rate                DECIMAL(38, 18),
+    cost_usd               DECIMAL(38, 18),
+    cost_by_class          JSON,
     loaded_at              TIMESTAMPTZ NOT NULL
 );
 
@@ -64,3 +68,47 @@ CREATE TABLE IF NOT EXISTS quarantine (
     quarantined_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (source_topic, source_partition, source_offset)
 );
+
+-- Append-only re-pricing of calls after a price version was added: a call's cost is its original
+-- cost_usd plus the sum of its correction deltas. The calls rows are never updated.
+CREATE TABLE IF NOT EXISTS corrections (
+    correction_id            VARCHAR PRIMARY KEY,
+    event_id                 VARCHAR NOT NULL,
+    price_version_id         VARCHAR NOT NULL,
+    previous_price_version_id VARCHAR,
+    delta_usd                DECIMAL(38, 18) NOT NULL,
+    cost_usd                 DECIMAL(38, 18) NOT NULL,
+    cost_by_class            JSON NOT NULL,
+    reason                   VARCHAR NOT NULL,
+    created_at               TIMESTAMPTZ NOT NULL
+);
+
+-- Own price versions the warehouse has applied (re-priced history for), with their definition.
+CREATE TABLE IF NOT EXISTS price_versions (
+    price_version_id  VARCHAR PRIMARY KEY,
+    provider          VARCHAR NOT NULL,
+    model             VARCHAR NOT NULL,
+    currency          VARCHAR NOT NULL,
+    effective_from    TIMESTAMPTZ NOT NULL,
+    effective_to      TIMESTAMPTZ,
+    tenant            VARCHAR,
+    service_tier      VARCHAR,
+    source            VARCHAR NOT NULL,
+    definition        JSON NOT NULL,
+    corrections       BIGINT NOT NULL,
+    applied_at        TIMESTAMPTZ NOT NULL
+);
+
+CREATE OR REPLACE VIEW call_costs AS
+SELECT c.*,
+       coalesce(c.cost_usd, 0) + coalesce(k.delta_usd, 0) AS effective_cost_usd,
+       CASE WHEN k.event_id IS NULL THEN c.price_status ELSE 'priced' END AS effective_price_status,
+       coalesce(k.price_version_id, c.price_version_id) AS effective_price_version_id
+FROM calls c
+LEFT JOIN (
+    SELECT event_id,
+           sum(delta_usd) AS delta_usd,
+           arg_max(price_version_id, created_at) AS price_version_id
+    FROM corrections
+    GROUP BY event_id
+) k USING (event_id);

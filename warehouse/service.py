@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from dashboards.web import router as dashboard_router
 from tokenops.broker import require_broker
-from tokenops.settings import Settings, get_settings
+from tokenops.settings import Settings, get_settings, load_pricer
 from warehouse.loader import WarehouseLoader
 from warehouse.query_api import router as query_router
 from warehouse.store import WarehouseStore
@@ -24,11 +24,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     require_broker(settings.bootstrap)
     store = WarehouseStore(settings.warehouse_path)
-    loader = WarehouseLoader(settings.bootstrap, store)
+    loader = WarehouseLoader(settings.bootstrap, store, load_pricer(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        await asyncio.to_thread(loader.reconcile_price_versions)
 
         async def supervise() -> None:
             # The loader must outlive broker hiccups: restart it, never take the API down.

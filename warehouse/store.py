@@ -11,6 +11,7 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import duckdb
 import pandas as pd
 
 from ingest.alert_event import AlertEvent
+from ingest.price_book import PriceVersion
+from ingest.pricing import Pricer
 from ingest.usage_event import TokenCounts, UsageEvent
 from tokenops.errors import TokenopsError
 
@@ -53,14 +56,21 @@ def _money(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def money_json(amounts: dict[str, Decimal] | None) -> str | None:
+    if amounts is None:
+        return None
+    return json.dumps({name: str(value) for name, value in amounts.items()})
+
+
 def call_row(event: UsageEvent, loaded_at: datetime) -> dict[str, Any]:
     row = event.model_dump(exclude={"tokens"})
     for name, column in TOKEN_COLUMNS.items():
         row[column] = getattr(event.tokens, name)
     row["tags"] = list(event.tags)
     row["raw_usage"] = json.dumps(event.raw_usage) if event.raw_usage is not None else None
-    for money in ("cost_usd", "input_cost_usd", "output_cost_usd"):
+    for money in ("cost_usd", "cost_billed", "fx_rate"):
         row[money] = _money(row[money])
+    row["cost_by_class"] = money_json(event.cost_by_class)
     row["loaded_at"] = loaded_at
     return row
 
@@ -145,3 +155,33 @@ class WarehouseStore:
                 cur.execute("ROLLBACK")
                 raise
         return LoadResult(inserted=inserted, duplicates=len(calls) - inserted)
+
+    def applied_price_versions(self) -> set[str]:
+        with self._con.cursor() as cur:
+            return {
+                r[0] for r in cur.execute("SELECT price_version_id FROM price_versions").fetchall()
+            }
+
+    def apply_price_version(self, version: PriceVersion, pricer: Pricer) -> int:
+        """Record `version` and the corrections it causes, in one transaction; returns how many
+        corrections were written (0 when the version was already applied)."""
+        from warehouse.corrections import corrections_for, version_row
+
+        now = datetime.now(UTC)
+        with self._write_lock, self._con.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                known = cur.execute(
+                    "SELECT 1 FROM price_versions WHERE price_version_id = ?", [version.id]
+                ).fetchone()
+                if known:
+                    cur.execute("ROLLBACK")
+                    return 0
+                rows = corrections_for(cur, pricer, version, now)
+                written = self._insert(cur, "corrections", rows)
+                self._insert(cur, "price_versions", [version_row(version, written, now)])
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+        return written

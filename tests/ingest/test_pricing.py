@@ -27,8 +27,11 @@ EVENING = datetime(2025, 6, 1, 20, 0, tzinfo=UTC)
 PRICING_FIELDS = (
     "price_status",
     "cost_usd",
-    "input_cost_usd",
-    "output_cost_usd",
+    "cost_by_class",
+    "billing_currency",
+    "cost_billed",
+    "fx_rate",
+    "unpriced_reason",
     "price_version_id",
 )
 
@@ -217,8 +220,8 @@ def test_unknown_model_event_is_unpriced_not_free() -> None:
     priced = price_event(event)
     assert priced.price_status == "unpriced"
     assert priced.cost_usd is None
-    assert priced.input_cost_usd is None
-    assert priced.output_cost_usd is None
+    assert priced.cost_by_class is None
+    assert priced.billing_currency is None
     assert priced.price_version_id is None
     assert b'"cost_usd"' not in priced.to_wire()
     assert event.price_status == "pending"
@@ -231,15 +234,14 @@ def test_repricing_unknown_model_clears_stale_cost() -> None:
         TokenCounts(input_uncached=1000),
         price_status="priced",
         cost_usd=Decimal("0.001"),
-        input_cost_usd=Decimal("0.001"),
-        output_cost_usd=Decimal("0"),
+        cost_by_class={"input_uncached": Decimal("0.001")},
         price_version_id="old",
     )
     priced = price_event(stale)
     assert priced.price_status == "unpriced"
     assert priced.cost_usd is None
-    assert priced.input_cost_usd is None
-    assert priced.output_cost_usd is None
+    assert priced.cost_by_class is None
+    assert priced.billing_currency is None
     assert priced.price_version_id is None
 
 
@@ -251,12 +253,15 @@ def test_price_event_returns_priced_copy_and_leaves_original_alone() -> None:
     assert priced is not event
     assert priced.price_status == "priced"
     assert priced.cost_usd == Decimal("0.00045")
-    assert priced.input_cost_usd == Decimal("0.00015")
-    assert priced.output_cost_usd == Decimal("0.0003")
-    assert priced.cost_usd == priced.input_cost_usd + priced.output_cost_usd
+    assert priced.cost_by_class == {
+        "input_uncached": Decimal("0.00015"),
+        "output": Decimal("0.0003"),
+    }
+    assert priced.cost_usd == sum(priced.cost_by_class.values())
+    assert priced.billing_currency == "USD" and priced.fx_rate == 1
     assert isinstance(priced.price_version_id, str)
     assert priced.price_version_id.strip()
-    for value in (priced.cost_usd, priced.input_cost_usd, priced.output_cost_usd):
+    for value in (priced.cost_usd, *priced.cost_by_class.values()):
         assert type(value) is Decimal
 
     # everything except the pricing fields is carried over unchanged
@@ -295,7 +300,8 @@ def test_price_event_total_is_sum_of_parts(
 ) -> None:
     priced = price_event(make_event(provider, model, tokens, at))
     assert priced.price_status == "priced"
-    assert priced.cost_usd == priced.input_cost_usd + priced.output_cost_usd
+    assert priced.cost_by_class is not None
+    assert priced.cost_usd == sum(priced.cost_by_class.values())
     assert priced.cost_usd > 0
 
 

@@ -56,8 +56,8 @@ def full_event() -> UsageEvent:
         http_status=200,
         price_status="priced",
         cost_usd=Decimal("0.00045"),
-        input_cost_usd=Decimal("0.00015"),
-        output_cost_usd=Decimal("0.0003"),
+        cost_by_class={"input_uncached": Decimal("0.00015"), "output": Decimal("0.0003")},
+        billing_currency="USD",
         price_version_id="genai-prices@x:openai:gpt-4o-mini:base",
     )
 
@@ -78,7 +78,7 @@ def test_minimal_event_wire_round_trip_omits_nulls() -> None:
     event = make_event()
     wire = event.to_wire()
     doc = json.loads(wire)
-    for absent in ("cost_usd", "input_cost_usd", "price_version_id", "raw_usage", "http_status"):
+    for absent in ("cost_usd", "cost_by_class", "price_version_id", "raw_usage", "http_status"):
         assert absent not in doc
     assert doc["price_status"] == "pending"
     back = UsageEvent.from_wire(wire)
@@ -89,9 +89,8 @@ def test_minimal_event_wire_round_trip_omits_nulls() -> None:
 def test_money_is_a_decimal_string_on_the_wire() -> None:
     doc = json.loads(full_event().to_wire())
     assert doc["cost_usd"] == "0.00045"
-    assert doc["input_cost_usd"] == "0.00015"
-    assert doc["output_cost_usd"] == "0.0003"
-    assert doc["currency"] == "USD"
+    assert doc["cost_by_class"] == {"input_uncached": "0.00015", "output": "0.0003"}
+    assert doc["billing_currency"] == "USD"
 
 
 def test_money_keeps_precision_a_float_would_lose() -> None:
