@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from ingest.usage_event import Money
+
 AlertState = Literal["WARN", "BREACH", "RECOVERED"]
 
 
@@ -24,9 +26,9 @@ class AlertEvent(BaseModel):
     state: AlertState
     period: str
     period_start: AwareDatetime
-    threshold: Decimal | None = None
-    limit_usd: Decimal | None = None
-    spend_usd: Decimal | None = None
+    threshold: Money | None = None
+    limit_usd: Money | None = None
+    spend_usd: Money | None = None
     created_at: AwareDatetime
     trigger_event_id: str | None = None
     message: str

@@ -80,6 +80,10 @@ class ClassRates(BaseModel):
     reasoning: Amount | None = None
     request: Amount = Decimal(0)
 
+    def class_rates(self) -> tuple[tuple[str, Decimal], ...]:
+        """(token class, price per million) for every class, defaults resolved."""
+        return tuple((name, self.per_million(name)) for name in TOKEN_CLASSES)
+
     def per_million(self, token_class: str) -> Decimal:
         if token_class == "input_uncached":
             return self.input
@@ -129,6 +133,15 @@ class TimeWindow(BaseModel):
     end: time
     per_million: ClassRates
 
+    @field_validator("start", "end")
+    @classmethod
+    def _to_utc(cls, value: time) -> time:
+        """Bounds given with an offset (08:30+08:00) are converted to UTC, never dropped."""
+        if value.tzinfo is None:
+            return value
+        anchored = datetime.combine(date(2000, 1, 1), value).astimezone(UTC)
+        return anchored.time()
+
     def holds(self, at: datetime) -> bool:
         now = at.astimezone(UTC).time().replace(tzinfo=None)
         start, end = self.start.replace(tzinfo=None), self.end.replace(tzinfo=None)
@@ -154,6 +167,9 @@ class PriceVersion(BaseModel):
     windows: tuple[TimeWindow, ...] = ()
 
     def model_post_init(self, _: Any) -> None:
+        for bound in (self.effective_from, self.effective_to):
+            if bound is not None and (bound.second or bound.microsecond):
+                raise ValueError("effective_from/effective_to must be whole minutes")
         if not self.id:
             parts = [
                 "book",
@@ -188,6 +204,14 @@ class FxRate(BaseModel):
     effective_from: When
     source: str = Field(min_length=1)
 
+    @field_validator("effective_from")
+    @classmethod
+    def _whole_day(cls, value: datetime) -> datetime:
+        utc = value.astimezone(UTC)
+        if (utc.hour, utc.minute, utc.second, utc.microsecond) != (0, 0, 0, 0):
+            raise ValueError("FX rates are daily: effective_from must be a date (UTC midnight)")
+        return utc
+
     @field_validator("usd_per_unit")
     @classmethod
     def _positive(cls, value: Decimal) -> Decimal:
@@ -209,6 +233,7 @@ class PriceBook:
         self._versions: dict[tuple[str, str], list[PriceVersion]] = {}
         self._ids: set[str] = set()
         self._fx: dict[str, list[FxRate]] = {}
+        self._tenant_priced: set[tuple[str, str]] = set()
         self.generation = 0
         """Bumped on every change so price caches know to forget."""
         for rate in fx:
@@ -224,6 +249,8 @@ class PriceBook:
         key = (version.provider.lower(), version.model.lower())
         self._versions.setdefault(key, []).append(version)
         self._versions[key].sort(key=lambda v: v.effective_from)
+        if version.tenant is not None:
+            self._tenant_priced.add(key)
         self.generation += 1
         return True
 
@@ -243,6 +270,9 @@ class PriceBook:
 
     def has_model(self, provider: str, model: str) -> bool:
         return (provider.lower(), model.lower()) in self._versions
+
+    def has_tenant_prices(self, provider: str, model: str) -> bool:
+        return (provider.lower(), model.lower()) in self._tenant_priced
 
     def find(
         self,

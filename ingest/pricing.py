@@ -13,21 +13,23 @@ is trapped), and USD amounts are quantized to 18 decimal places (far below a nan
 from __future__ import annotations
 
 import decimal
+from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
+from typing import NamedTuple
 
 import genai_prices
 from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
+from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices, TimeOfDateConstraint
 
-from ingest.price_book import TOKEN_CLASSES, ClassRates, PriceBook, PriceVersion, Tier
+from ingest.price_book import ClassRates, PriceBook, PriceVersion, Tier
 from ingest.token_usage import usage_violation
 from ingest.usage_event import TokenCounts, UsageEvent
 
 CATALOG_VERSION = f"genai-prices@{genai_prices.__version__}"
-USD_QUANTUM = Decimal("1e-18")
+_ONE = Decimal(1)
 
 _MONEY = decimal.Context(prec=38, rounding=decimal.ROUND_HALF_EVEN)
 _MONEY.traps[decimal.FloatOperation] = True
@@ -37,29 +39,51 @@ class UsageInvariantError(ValueError):
     """The event's token classes contradict the provider's own totals: quarantine, do not price."""
 
 
-@dataclass(frozen=True, slots=True)
-class Cost:
+def _dec(atto: int) -> Decimal:
+    """Atto-units as a Decimal with no trailing zeros (0.000114025, not 0.000114025000000000)."""
+    whole, fraction = divmod(atto, ATTO)
+    if not fraction:
+        return Decimal(whole)
+    return Decimal(atto).scaleb(-18, _MONEY).normalize(_MONEY)
+
+
+class Cost(NamedTuple):
+    """An exact cost. Amounts are kept as integer atto-units (10^-18) and read as Decimal."""
+
     price_version_id: str
     currency: str
-    by_class: dict[str, Decimal]
-    """Cost per token class (and "request" for per-request fees) in `currency`."""
-    total: Decimal
+    lines: dict[str, int]
+    """Atto-units of `currency` per token class (and "request" for per-request fees)."""
     fx_rate: Decimal
     """USD per unit of `currency` at the event time (1 for USD)."""
-    by_class_usd: dict[str, Decimal]
-    total_usd: Decimal
+    lines_usd: dict[str, int]
+
+    @property
+    def by_class(self) -> dict[str, Decimal]:
+        return {name: _dec(atto) for name, atto in self.lines.items()}
+
+    @property
+    def total(self) -> Decimal:
+        return _dec(sum(self.lines.values()))
+
+    @property
+    def by_class_usd(self) -> dict[str, Decimal]:
+        return {name: _dec(atto) for name, atto in self.lines_usd.items()}
+
+    @property
+    def total_usd(self) -> Decimal:
+        return _dec(sum(self.lines_usd.values()))
 
     @property
     def input_usd(self) -> Decimal:
         """Uncached input, cache reads and cache writes."""
         names = ("input_uncached", "cache_read", "cache_write", "cache_write_1h")
-        return sum((self.by_class_usd.get(n, Decimal(0)) for n in names), start=Decimal(0))
+        return _dec(sum(self.lines_usd.get(n, 0) for n in names))
 
     @property
     def output_usd(self) -> Decimal:
         """Visible output and reasoning."""
-        names = ("output", "reasoning")
-        return sum((self.by_class_usd.get(n, Decimal(0)) for n in names), start=Decimal(0))
+        return _dec(self.lines_usd.get("output", 0) + self.lines_usd.get("reasoning", 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +91,116 @@ class Unpriced:
     reason: str
 
 
+ATTO = 10**18
+"""Costs are computed in integer atto-units (10^-18) of the billing currency: exact, fast, and
+the same scale as the warehouse's DECIMAL(38, 18)."""
+
+Pairs = tuple[tuple[str, int], ...]
+
+
+def _atto(amount: Decimal, scale: int) -> int:
+    """`amount` x 10^scale as an int; refuses a price finer than the atto scale can hold."""
+    scaled = amount.scaleb(scale, _MONEY)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"price {amount} has more decimal places than tokenops keeps")
+    return int(scaled)
+
+
+def _per_token(rates: ClassRates) -> Pairs:
+    """(token class, atto-units per token) for every class, defaults resolved."""
+    return tuple((name, _atto(per_million, 12)) for name, per_million in rates.class_rates())
+
+
+@dataclass(frozen=True, slots=True)
+class _RateCard:
+    """A price version compiled for the hot path: plain tuples, integer per-token rates."""
+
+    version: PriceVersion
+    base: tuple[Pairs, int]
+    tiers: tuple[tuple[int, int | None, int, int | None, Pairs, int], ...]
+    windows: tuple[tuple[time, time, Pairs, int], ...]
+
+    @classmethod
+    def compile(cls, version: PriceVersion) -> _RateCard:
+        def fee(rates: ClassRates) -> int:
+            return _atto(rates.request, 18)
+
+        return cls(
+            version=version,
+            base=(_per_token(version.per_million), fee(version.per_million)),
+            tiers=tuple(
+                (
+                    t.min_input_tokens,
+                    t.max_input_tokens,
+                    t.min_output_tokens,
+                    t.max_output_tokens,
+                    _per_token(t.per_million),
+                    fee(t.per_million),
+                )
+                for t in version.tiers
+            ),
+            windows=tuple(
+                (
+                    w.start.replace(tzinfo=None),
+                    w.end.replace(tzinfo=None),
+                    _per_token(w.per_million),
+                    fee(w.per_million),
+                )
+                for w in version.windows
+            ),
+        )
+
+    def select(self, input_tokens: int, output_tokens: int, at: datetime) -> tuple[Pairs, int]:
+        """Same rule as PriceVersion.rates_for: a window, else the first tier that holds."""
+        if self.windows:
+            now = at.astimezone(UTC).time().replace(tzinfo=None)
+            for start, end, pairs, fee in self.windows:
+                inside = start <= now < end if start < end else (now >= start or now < end)
+                if inside:
+                    return pairs, fee
+        for lo_in, hi_in, lo_out, hi_out, pairs, fee in self.tiers:
+            if (
+                input_tokens >= lo_in
+                and (hi_in is None or input_tokens < hi_in)
+                and output_tokens >= lo_out
+                and (hi_out is None or output_tokens < hi_out)
+            ):
+                return pairs, fee
+        return self.base
+
+
+_CARDS: dict[int, _RateCard] = {}
+
+
+def _card(version: PriceVersion) -> _RateCard:
+    card = _CARDS.get(id(version))
+    if card is None or card.version is not version:
+        if len(_CARDS) > 100_000:
+            _CARDS.clear()
+        card = _CARDS[id(version)] = _RateCard.compile(version)
+    return card
+
+
+def _lines(pairs: Pairs, fee: int, counts: dict[str, int]) -> dict[str, int]:
+    lines = {name: counts[name] * rate for name, rate in pairs if counts[name]}
+    if fee:
+        lines["request"] = fee
+    return lines
+
+
+def _convert(atto: int, fx_num: int, fx_den: int) -> int:
+    """atto x fx, rounded half-to-even at the atto scale (the only rounding in pricing)."""
+    quotient, remainder = divmod(atto * fx_num, fx_den)
+    twice = 2 * remainder
+    if twice > fx_den or (twice == fx_den and quotient % 2):
+        quotient += 1
+    return quotient
+
+
 def cost_lines(rates: ClassRates, tokens: TokenCounts) -> dict[str, Decimal]:
     """Each token class at its rate, exactly: tokens x price-per-million x 10^-6."""
-    lines: dict[str, Decimal] = {}
-    for token_class in TOKEN_CLASSES:
-        count = getattr(tokens, token_class)
-        if count:
-            lines[token_class] = _MONEY.multiply(Decimal(count), rates.per_million(token_class))
-            lines[token_class] = lines[token_class].scaleb(-6, _MONEY)
-    if rates.request:
-        lines["request"] = rates.request
-    return lines
+    lines = _lines(_per_token(rates), _atto(rates.request, 18), tokens.__dict__)
+    return {name: _dec(atto) for name, atto in lines.items()}
 
 
 # -- the genai-prices catalog as price versions ------------------------------------------------
@@ -133,17 +256,55 @@ def _catalog_context(service_tier: str | None) -> dict[str, str] | None:
     return {"service_tier": service_tier}
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)
+def _time_of_day_bounds(provider: str, model: str) -> tuple[time, ...]:
+    """Every time of day at which this model's catalog price can change (DeepSeek off-peak)."""
+    found = _catalog_model(provider, model)
+    if found is None:
+        return ()
+    model_info = found[1]
+    constraints = (
+        [c.constraint for c in model_info.prices] if isinstance(model_info.prices, list) else []
+    )
+    constraints += [v.constraint for v in model_info.price_variants or ()]
+    bounds = {
+        edge.replace(tzinfo=None)
+        for c in constraints
+        if isinstance(c, TimeOfDateConstraint)
+        for edge in (c.start_time, c.end_time)
+    }
+    return tuple(sorted(bounds))
+
+
+_CATALOG_CACHE: dict[tuple[str, str, str | None, date, int], PriceVersion | None] = {}
+
+
 def _catalog_version(
-    provider: str, model: str, minute: datetime, service_tier: str | None
+    provider: str, model: str, at: datetime, service_tier: str | None
 ) -> PriceVersion | None:
-    """The catalog price in force during `minute` (every catalog boundary is a whole minute)."""
+    """The catalog price in force at `at`. Catalog prices change only at UTC day boundaries
+    (dated prices) and at time-of-day bounds, so one resolution serves a whole (day, segment)."""
+    utc = at.astimezone(UTC)
+    segment = bisect_right(_time_of_day_bounds(provider, model), utc.time().replace(tzinfo=None))
+    key = (provider, model, service_tier, utc.date(), segment)
+    try:
+        return _CATALOG_CACHE[key]
+    except KeyError:
+        if len(_CATALOG_CACHE) > 100_000:
+            _CATALOG_CACHE.clear()
+        version = _CATALOG_CACHE[key] = _resolve_catalog(provider, model, utc, service_tier)
+        return version
+
+
+def _resolve_catalog(
+    provider: str, model: str, at: datetime, service_tier: str | None
+) -> PriceVersion | None:
     found = _catalog_model(provider, model)
     if found is None:
         return None
     provider_info, model_info = found
     context = _catalog_context(service_tier)
-    price = model_info.get_prices(minute, context)
+    price = model_info.get_prices(at, context)
     base = _rates(price, None)
     if base is None:
         return None
@@ -169,7 +330,7 @@ def _catalog_version(
                 i
                 for i in reversed(range(len(model_info.prices)))
                 if model_info.prices[i].constraint is None
-                or model_info.prices[i].constraint.active(minute)  # type: ignore[union-attr]
+                or model_info.prices[i].constraint.active(at)  # type: ignore[union-attr]
             ),
             0,
         )
@@ -179,7 +340,7 @@ def _catalog_version(
         id=f"{CATALOG_VERSION}:{provider_info.id}:{model_info.id}:{condition}{variant}",
         provider=provider,
         model=model,
-        effective_from=minute,
+        effective_from=at.replace(second=0, microsecond=0),
         source=f"{CATALOG_VERSION} catalog",
         per_million=base,
         tiers=tuple(tiers),
@@ -190,8 +351,50 @@ def _catalog_version(
 
 
 class Pricer:
+    """Prices events from its book and the catalog. Every price boundary is a whole UTC minute
+    (catalog prices change at day and time-of-day bounds; own versions are refused otherwise),
+    so each (model, tenant, tier, minute) is resolved once per book generation."""
+
     def __init__(self, book: PriceBook | None = None) -> None:
         self.book = book or PriceBook()
+        self._resolved: dict[tuple[str, str, str | None, str | None, int], _RateCard | None] = {}
+        self._fx: dict[tuple[str, int], tuple[Decimal, int, int] | None] = {}
+        self._generation = self.book.generation
+
+    def _rate_card(
+        self, provider: str, model: str, at: datetime, tenant: str | None, tier: str | None
+    ) -> _RateCard | None:
+        if self._generation != self.book.generation:
+            self._resolved.clear()
+            self._fx.clear()
+            self._generation = self.book.generation
+        if tenant is not None and not self.book.has_tenant_prices(provider, model):
+            tenant = None  # the same price for every tenant: share the cache entry
+        key = (provider, model, tenant, tier, int(at.timestamp()) // 60)
+        try:
+            return self._resolved[key]
+        except KeyError:
+            if len(self._resolved) > 200_000:
+                self._resolved.clear()
+            version = self.version(provider, model, at, tenant, tier)
+            card = self._resolved[key] = None if version is None else _card(version)
+            return card
+
+    def _fx_rate(self, currency: str, at: datetime) -> tuple[Decimal, int, int] | None:
+        """(rate, numerator, denominator) of USD per unit, per day (FX rates are dated)."""
+        key = (currency, int(at.timestamp()) // 86_400)
+        try:
+            return self._fx[key]
+        except KeyError:
+            rate = self.book.usd_per_unit(currency, at)
+            if rate is None:
+                found = None
+            else:
+                exponent = int(rate.as_tuple().exponent)
+                numerator = int(rate.scaleb(-exponent, _MONEY)) if exponent < 0 else int(rate)
+                found = (rate, numerator, 10**-exponent if exponent < 0 else 1)
+            self._fx[key] = found
+            return found
 
     def version(
         self,
@@ -204,8 +407,7 @@ class Pricer:
         own = self.book.find(provider, model, at, tenant, service_tier)
         if own is not None:
             return own
-        minute = at.replace(second=0, microsecond=0)
-        return _catalog_version(provider, model, minute, service_tier)
+        return _catalog_version(provider, model, at, service_tier)
 
     def price(
         self,
@@ -216,30 +418,28 @@ class Pricer:
         tenant: str | None = None,
         service_tier: str | None = None,
     ) -> Cost | Unpriced:
-        version = self.version(provider, model, at, tenant, service_tier)
-        if version is None:
+        card = self._rate_card(provider, model, at, tenant, service_tier)
+        if card is None:
             return Unpriced(f"no price for {provider}/{model} at {at.isoformat()}")
-        fx = self.book.usd_per_unit(version.currency, at)
+        version = card.version
+        counts = tokens.__dict__
+        pairs, fee = card.select(
+            counts["input_uncached"]
+            + counts["cache_read"]
+            + counts["cache_write"]
+            + counts["cache_write_1h"],
+            counts["output"] + counts["reasoning"],
+            at,
+        )
+        lines = _lines(pairs, fee, counts)
+        if version.currency == "USD":
+            return Cost(version.id, "USD", lines, _ONE, lines)
+        fx = self._fx_rate(version.currency, at)
         if fx is None:
             return Unpriced(f"no {version.currency}->USD rate at {at.date().isoformat()}")
-        rates = version.rates_for(tokens.input_total, tokens.output_total, at)
-        by_class = cost_lines(rates, tokens)
-        if version.currency == "USD":
-            by_class_usd = by_class
-        else:
-            by_class_usd = {
-                name: _MONEY.multiply(amount, fx).quantize(USD_QUANTUM, context=_MONEY)
-                for name, amount in by_class.items()
-            }
-        return Cost(
-            price_version_id=version.id,
-            currency=version.currency,
-            by_class=by_class,
-            total=sum(by_class.values(), start=Decimal(0)),
-            fx_rate=fx,
-            by_class_usd=by_class_usd,
-            total_usd=sum(by_class_usd.values(), start=Decimal(0)),
-        )
+        rate, numerator, denominator = fx
+        usd = {name: _convert(atto, numerator, denominator) for name, atto in lines.items()}
+        return Cost(version.id, version.currency, lines, rate, usd)
 
     def price_event(self, event: UsageEvent) -> UsageEvent:
         """The event with its pricing fields set; raises UsageInvariantError on bad usage."""
@@ -267,15 +467,16 @@ class Pricer:
                     "cost_by_class": None,
                 }
             )
+        total_usd = result.total_usd
         return event.model_copy(
             update={
                 "price_status": "priced",
                 "unpriced_reason": None,
                 "price_version_id": result.price_version_id,
                 "billing_currency": result.currency,
-                "cost_billed": result.total,
+                "cost_billed": total_usd if result.currency == "USD" else result.total,
                 "fx_rate": result.fx_rate,
-                "cost_usd": result.total_usd,
+                "cost_usd": total_usd,
                 "cost_by_class": result.by_class_usd,
             }
         )

@@ -9,9 +9,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+Money = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), when_used="json")]
+"""A Decimal that goes on the wire as a fixed-point string ("0.00000015", never "1.5E-7")."""
 
 Outcome = Literal["ok", "upstream_error", "timeout", "connection_error", "cancelled"]
 UsageSource = Literal["provider", "estimated", "partial", "none"]
@@ -87,12 +90,12 @@ class UsageEvent(BaseModel):
     unpriced_reason: str | None = None
     price_version_id: str | None = None
     billing_currency: str | None = None
-    cost_billed: Decimal | None = None
+    cost_billed: Money | None = None
     """Total in the provider's billing currency."""
-    fx_rate: Decimal | None = None
+    fx_rate: Money | None = None
     """USD per unit of the billing currency at event time."""
-    cost_usd: Decimal | None = None
-    cost_by_class: dict[str, Decimal] | None = None
+    cost_usd: Money | None = None
+    cost_by_class: dict[str, Money] | None = None
     """USD per token class (and "request" for per-request fees); sums to cost_usd."""
 
     @field_validator("event_time")

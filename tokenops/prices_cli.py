@@ -12,11 +12,11 @@ from pydantic import ValidationError
 
 from ingest.price_book import TOKEN_CLASSES, ClassRates, PriceVersion
 from ingest.pricing import CATALOG_VERSION, Pricer
-from warehouse.queries import money
 from ingest.topics import PRICE_VERSIONS
 from relay.model_catalog import ModelCatalog
 from tokenops.errors import ConfigError
 from tokenops.settings import Settings, get_settings, load_pricer
+from warehouse.queries import money
 
 prices_app = typer.Typer(no_args_is_help=True, help="Inspect, check and add price versions.")
 
