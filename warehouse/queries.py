@@ -112,3 +112,29 @@ def alert_rows(
             row[key] = row[key].isoformat()
         rows.append(row)
     return rows
+
+
+def correction_rows(
+    cur: duckdb.DuckDBPyConnection, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    result = cur.execute(
+        """SELECT k.correction_id AS id, k.event_id, c.tenant, c.provider, c.provider_model,
+                  c.event_time, k.previous_price_version_id, k.price_version_id, k.delta_usd,
+                  k.cost_usd, k.reason, k.created_at
+           FROM corrections k JOIN calls c USING (event_id)
+           WHERE (CAST(? AS VARCHAR) IS NULL OR c.tenant = ?)
+           ORDER BY k.created_at DESC, k.event_id""",
+        [tenant, tenant],
+    )
+    columns = [d[0] for d in result.description]
+    rows = []
+    for values in result.fetchall():
+        row = dict(zip(columns, values, strict=True))
+        row["delta_usd"] = (
+            money(row["delta_usd"]) if row["delta_usd"] >= 0 else "-" + money(-row["delta_usd"])
+        )
+        row["cost_usd"] = money(row["cost_usd"])
+        for key in ("event_time", "created_at"):
+            row[key] = row[key].isoformat()
+        rows.append(row)
+    return rows

@@ -57,6 +57,13 @@ async def alerts(
     return {"alerts": rows}
 
 
+@router.get("/corrections")
+async def corrections(store: StoreDep, tenant: str | None = None) -> dict[str, Any]:
+    """Re-pricing entries written when price versions were added (append-only)."""
+    rows = await asyncio.to_thread(_read, store, queries.correction_rows, tenant)
+    return {"corrections": rows}
+
+
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
     loader: WarehouseLoader = request.app.state.loader

@@ -4,28 +4,19 @@ genai-prices says those tokens cost; the tenant over its budget must get an aler
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import yaml
 from genai_prices import Usage, calc_price
 
-from tests.support import REPO, free_port
+from tests.e2e.conftest import Pipeline, poll, running_pipeline
 from tokenops.broker import port_is_open
-from tokenops.settings import DEMO_CONFIG_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -38,65 +29,14 @@ CATALOG = {
 }
 
 
-@dataclass
-class Pipeline:
-    relay: str
-    api: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    ports: list[int]
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    tmp = tmp_path_factory.mktemp("pipeline")
-    config = tmp / "config"
-    shutil.copytree(DEMO_CONFIG_DIR, config)
-    budgets = {
-        "budgets": [
-            {"tenant": "globex", "period": "day", "limit_usd": "0.0005", "thresholds": [0.5, 1.0]},
-            {"tenant": "acme", "period": "month", "limit_usd": "1000", "thresholds": [1.0]},
-        ]
-    }
-    (config / "budgets.yaml").write_text(yaml.safe_dump(budgets))
-    ports = [free_port() for _ in range(4)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOPS_")}
-    env.update(
-        TOKENOPS_CONFIG_DIR=str(config),
-        TOKENOPS_DATA_DIR=str(tmp / "data"),
-        TOKENOPS_EMBEDDED_BROKER_PORT=str(ports[0]),
-        TOKENOPS_RELAY_PORT=str(ports[1]),
-        TOKENOPS_WAREHOUSE_PORT=str(ports[2]),
-        TOKENOPS_SIMULATOR_PORT=str(ports[3]),
-        TOKENOPS_SIMULATE="always",
-    )
-    log = tmp / "up.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tokenops", "up"], env=env, stdout=out, stderr=out, cwd=REPO
-        )
-    pipeline = Pipeline(
-        relay=f"http://127.0.0.1:{ports[1]}",
-        api=f"http://127.0.0.1:{ports[2]}",
-        process=process,
-        log=log,
-        ports=ports,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while b"tokenops is up" not in log.read_bytes():
-            assert process.poll() is None, f"tokenops up exited:\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"not up in 120 s:\n{log.read_text()[-4000:]}"
-            time.sleep(0.2)
+    budgets = [
+        {"tenant": "globex", "period": "day", "limit_usd": "0.0005", "thresholds": [0.5, 1.0]},
+        {"tenant": "acme", "period": "month", "limit_usd": "1000", "thresholds": [1.0]},
+    ]
+    with running_pipeline(tmp_path_factory.mktemp("pipeline"), budgets) as pipeline:
         yield pipeline
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def expected_cost(model: str, usage: Any) -> Decimal:
@@ -112,17 +52,6 @@ def expected_cost(model: str, usage: Any) -> Decimal:
         provider_id=provider,
     )
     return price.total_price
-
-
-def poll(url: str, ready: Any, timeout_s: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    body = None
-    while time.monotonic() < deadline:
-        body = httpx.get(url, timeout=10).json()
-        if ready(body):
-            return body
-        time.sleep(0.5)
-    raise AssertionError(f"{url} never became ready; last answer: {body}")
 
 
 LONG_PROMPT = "Summarise our refund policy for enterprise customers. " * 120

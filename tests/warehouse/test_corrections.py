@@ -1,0 +1,112 @@
+"""Adding a price version re-prices history through correction rows; originals stay intact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ingest.price_book import ClassRates, FxRate, PriceBook, PriceVersion
+from ingest.pricing import Pricer
+from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
+from warehouse import queries
+from warehouse.store import WarehouseStore
+
+NOV = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+OCT = datetime(2026, 10, 3, 12, 0, tzinfo=UTC)
+CNY = FxRate(currency="CNY", usd_per_unit="0.14", effective_from="2026-01-01", source="test")
+
+
+def call(
+    model: str, provider: str, at: datetime, tenant: str = "acme", **tokens: int
+) -> UsageEvent:
+    return UsageEvent(
+        event_id=new_event_id(),
+        event_time=at,
+        tenant=tenant,
+        endpoint="chat.completions",
+        requested_model=model,
+        served_model=model,
+        provider=provider,
+        provider_model=model,
+        tokens=TokenCounts(**tokens),
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> WarehouseStore:
+    store = WarehouseStore(tmp_path / "warehouse.duckdb")
+    yield store
+    store.close()
+
+
+def totals(store: WarehouseStore) -> dict[str, tuple[str, int]]:
+    with store.cursor() as cur:
+        rows = queries.cost_rows(cur, ["tenant", "model"])
+    return {f"{r['tenant']}/{r['model']}": (r["cost_usd"], r["unpriced_requests"]) for r in rows}
+
+
+def originals(store: WarehouseStore) -> list[tuple[str, str, Decimal | None]]:
+    with store.cursor() as cur:
+        return cur.execute(
+            "SELECT provider_model, price_status, cost_usd FROM calls ORDER BY event_id"
+        ).fetchall()
+
+
+def test_a_new_price_prices_unpriced_history_and_a_correction_changes_totals_only(
+    store: WarehouseStore,
+) -> None:
+    pricer = Pricer(PriceBook(fx=[CNY]))
+    events = [
+        call("qwen-turbo", "alibaba", NOV, input_uncached=1_000_000, output=500_000),
+        call("qwen-turbo", "alibaba", OCT, input_uncached=2_000_000),
+        call("gpt-4o-mini", "openai", NOV, input_uncached=1_000_000, output=1_000_000),
+        call("gpt-4o-mini", "openai", NOV, tenant="globex", input_uncached=1_000_000),
+    ]
+    store.load([pricer.price_event(e) for e in events], [], [])
+    before = originals(store)
+    # gpt-4o-mini at list price: 0.15 + 0.6 = 0.75 (acme), 0.15 (globex); qwen-turbo unpriced
+    assert totals(store) == {
+        "acme/gpt-4o-mini": ("0.75", 0),
+        "globex/gpt-4o-mini": ("0.15", 0),
+        "acme/qwen-turbo": ("0", 2),
+    }
+
+    # A price for qwen-turbo from November only: the October call stays unpriced.
+    # 1M * 0.3 + 0.5M * 0.6 = 0.6 CNY * 0.14 = 0.084 USD
+    qwen = PriceVersion(
+        provider="alibaba",
+        model="qwen-turbo",
+        currency="CNY",
+        effective_from="2026-11-01",
+        source="test list price",
+        per_million=ClassRates(input=Decimal("0.3"), output=Decimal("0.6")),
+    )
+    pricer.book.add(qwen)
+    assert store.apply_price_version(qwen, pricer) == 1
+    assert totals(store)["acme/qwen-turbo"] == ("0.084", 1)
+
+    # acme negotiates gpt-4o-mini, back-dated: 1M * 0.1 + 1M * 0.4 = 0.5 (was 0.75)
+    contract = PriceVersion(
+        provider="openai",
+        model="gpt-4o-mini",
+        tenant="acme",
+        effective_from="2026-01-01",
+        source="acme agreement",
+        per_million=ClassRates(input=Decimal("0.1"), output=Decimal("0.4")),
+    )
+    pricer.book.add(contract)
+    assert store.apply_price_version(contract, pricer) == 1
+    assert totals(store)["acme/gpt-4o-mini"] == ("0.5", 0)
+    assert totals(store)["globex/gpt-4o-mini"] == ("0.15", 0)
+
+    # Applying a version twice changes nothing; the original rows were never touched.
+    assert store.apply_price_version(contract, pricer) == 0
+    assert originals(store) == before
+    with store.cursor() as cur:
+        corrections = queries.correction_rows(cur)
+        applied = cur.execute("SELECT price_version_id, corrections FROM price_versions").fetchall()
+    assert sorted(c["delta_usd"] for c in corrections) == ["-0.25", "0.084"]
+    assert sorted(applied) == sorted([(contract.id, 1), (qwen.id, 1)])
