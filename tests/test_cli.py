@@ -71,3 +71,40 @@ def test_invalid_setting_is_one_line_naming_the_variable(tmp_path: Path) -> None
     assert result.stderr.strip().splitlines() == [
         "tokenops: invalid setting: TOKENOPS_RELAY_PORT: Input should be greater than 0"
     ]
+
+
+def test_prices_show_resolves_catalog_targets_and_contracts(tmp_path: Path) -> None:
+    shown = run_tokenops(
+        ["prices", "show", "gpt-4o", "--tenant", "initech", "--at", "2026-06-01"], tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "book:openai:gpt-4o:2026-01-01:initech:*" in shown.stdout
+    assert "input_uncached 2, cache_read 1" in shown.stdout
+    listed = run_tokenops(["prices", "show", "qwen3-max"], tmp_path)
+    assert "CNY (1 CNY = 0.1405 USD" in listed.stdout
+    assert "whole call when input [32768, 131072)" in listed.stdout
+    unknown = run_tokenops(["prices", "show", "gpt-9"], tmp_path)
+    assert unknown.returncode == 2 and "not in the model catalog" in unknown.stderr
+
+
+def test_prices_check_names_models_that_would_be_unpriced(tmp_path: Path) -> None:
+    checked = run_tokenops(["prices", "check"], tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "missing  qwen-turbo -> alibaba/qwen-turbo: calls are unpriced" in checked.stdout
+    assert "contract openai/gpt-4o" in checked.stdout
+
+
+def test_prices_add_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
+    base = ["prices", "add", "--provider", "openai", "--model", "gpt-4o", "--output", "1"]
+    bad = run_tokenops(
+        [*base, "--input", "cheap", "--effective-from", "2026-01-01", "--source", "x"], tmp_path
+    )
+    assert bad.returncode == 2 and "--input must be a decimal number" in bad.stderr
+    no_fx = run_tokenops(
+        [*base, "--input", "1", "--currency", "EUR", "--effective-from", "2026-01-01",
+         "--source", "x"],
+        tmp_path,
+    )  # fmt: skip
+    assert no_fx.returncode == 2 and "no EUR->USD rate" in no_fx.stderr
+    assert "Traceback" not in bad.stderr + no_fx.stderr
+    assert not (tmp_path / "price_additions.jsonl").exists()
