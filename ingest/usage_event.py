@@ -68,6 +68,8 @@ class UsageEvent(BaseModel):
     provider: str
     provider_model: str
     attempt: int = Field(1, ge=1)
+    fallback_reason: str | None = None
+    """Why the previous attempt of this call failed (http_503, timeout, circuit_open, ...)."""
     service_tier: str | None = None
     """The tier the provider says it served (default, flex, priority, batch)."""
     streamed: bool = False

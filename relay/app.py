@@ -11,10 +11,14 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
-from relay import chat_completions
+from relay import routes
+from relay.circuit_breaker import CircuitBreakers
 from relay.errors import InvalidRequest, RelayError
+from relay.metrics import RelayMetrics
 from relay.model_catalog import ModelCatalog
 from relay.state import CallerDep, Relay, RelayDep
 from relay.tenants import TenantDirectory
@@ -26,6 +30,7 @@ log = logging.getLogger("tokenops.relay")
 
 
 def build_relay(settings: Settings) -> Relay:
+    publisher = UsagePublisher(settings.bootstrap, settings.spool_dir)
     return Relay(
         settings=settings,
         catalog=ModelCatalog.load(settings.config_dir / "models.yaml", settings),
@@ -34,8 +39,17 @@ def build_relay(settings: Settings) -> Relay:
             timeout=httpx.Timeout(settings.upstream_timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         ),
-        publisher=UsagePublisher(settings.bootstrap, settings.spool_dir),
+        publisher=publisher,
+        breakers=CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s),
+        metrics=RelayMetrics(publisher),
     )
+
+
+def error_response(request: Request, error: RelayError) -> JSONResponse:
+    """The error in the caller's protocol: Anthropic's envelope on /v1/messages."""
+    if request.url.path.endswith("/v1/messages"):
+        return JSONResponse(error.anthropic_body(), status_code=error.status)
+    return JSONResponse(error.openai_body(), status_code=error.status)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,7 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="tokenops relay", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.relay = relay
-    app.include_router(chat_completions.router)
+    app.include_router(routes.router)
+
+    @app.get("/metrics")
+    async def metrics(relay: RelayDep) -> Response:
+        return Response(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def list_models(_: CallerDep, relay: RelayDep) -> dict[str, Any]:
@@ -84,27 +102,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "spool_depth": publisher.spool.depth,
             "queued": publisher.queued,
             "published": publisher.stats.published,
+            "circuits": relay.breakers.states(),
         }
         return JSONResponse(body, status_code=200 if publisher.broker_healthy else 503)
 
     @app.exception_handler(RelayError)
-    async def relay_error(_: Request, exc: RelayError) -> JSONResponse:
-        return JSONResponse(exc.openai_body(), status_code=exc.status)
+    async def relay_error(request: Request, exc: RelayError) -> JSONResponse:
+        return error_response(request, exc)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         error = RelayError(str(exc.detail))
         error.status, error.error_type, error.code = exc.status_code, "invalid_request_error", None
-        return JSONResponse(error.openai_body(), status_code=exc.status_code)
+        return error_response(request, error)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        error = InvalidRequest(f"Invalid request: {exc.errors()[:3]}")
-        return JSONResponse(error.openai_body(), status_code=error.status)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, InvalidRequest(f"Invalid request: {exc.errors()[:3]}"))
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected relay error")
-        return JSONResponse(RelayError("The relay failed unexpectedly.").openai_body(), 500)
+        return error_response(request, RelayError("The relay failed unexpectedly."))
 
     return app

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ingest.token_usage import UsageMismatch, from_openai_chat_usage
+from ingest.token_usage import UsageMismatch, tokens_from_usage
 from ingest.usage_event import Outcome, TokenCounts, UsageEvent, UsageSource, new_event_id
 from relay.model_catalog import Target
 from relay.tenants import Caller
@@ -46,6 +46,7 @@ class CallMeter:
     requested_model: str
     target: Target
     attempt: int
+    fallback_reason: str | None
     streamed: bool
     prompt_chars: int
     event_time: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -60,8 +61,9 @@ class CallMeter:
         output_chars: int = 0,
         error_code: str | None = None,
         service_tier: str | None = None,
+        partial: bool = False,
     ) -> UsageEvent:
-        tokens, source, usage_error = self._tokens(raw_usage, outcome, output_chars)
+        tokens, source, usage_error = self._tokens(raw_usage, outcome, output_chars, partial)
         return UsageEvent(
             event_id=new_event_id(),
             event_time=self.event_time,
@@ -77,6 +79,7 @@ class CallMeter:
             provider=self.target.provider,
             provider_model=self.target.model,
             attempt=self.attempt,
+            fallback_reason=self.fallback_reason,
             service_tier=service_tier,
             streamed=self.streamed,
             latency_ms=int((time.perf_counter() - self._t0) * 1000),
@@ -90,14 +93,26 @@ class CallMeter:
         )
 
     def _tokens(
-        self, raw_usage: Mapping[str, Any] | None, outcome: Outcome, output_chars: int
+        self,
+        raw_usage: Mapping[str, Any] | None,
+        outcome: Outcome,
+        output_chars: int,
+        partial: bool,
     ) -> tuple[TokenCounts, UsageSource, str | None]:
         if raw_usage:
             try:
-                return from_openai_chat_usage(raw_usage), "provider", None
+                tokens = tokens_from_usage(self.endpoint, raw_usage)
             except UsageMismatch as exc:
                 # Never priced by guess: the event carries the reason and is quarantined.
                 return TokenCounts(), "provider", str(exc)
+            if not partial:
+                return tokens, "provider", None
+            # A stream that stopped early: the provider's input count, and output at least
+            # what was streamed to the client.
+            streamed = estimate_tokens(output_chars)
+            if streamed > tokens.output_total:
+                tokens = tokens.model_copy(update={"output": streamed - tokens.reasoning})
+            return tokens, "partial", None
         if outcome == "cancelled" or output_chars:
             estimate = TokenCounts(
                 input_uncached=estimate_tokens(self.prompt_chars),

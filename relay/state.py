@@ -8,7 +8,10 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Request
 
+from ingest.usage_event import UsageEvent
+from relay.circuit_breaker import CircuitBreakers
 from relay.errors import AuthenticationFailed
+from relay.metrics import RelayMetrics
 from relay.model_catalog import ModelCatalog
 from relay.tenants import Caller, TenantDirectory
 from relay.usage_publisher import UsagePublisher
@@ -22,6 +25,13 @@ class Relay:
     tenants: TenantDirectory
     http: httpx.AsyncClient
     publisher: UsagePublisher
+    breakers: CircuitBreakers
+    metrics: RelayMetrics
+
+    def publish(self, event: UsageEvent) -> None:
+        self.publisher.publish(event)
+        if event.outcome != "ok":
+            self.metrics.upstream_errors.labels(event.provider, event.outcome).inc()
 
 
 def current_relay(request: Request) -> Relay:

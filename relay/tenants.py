@@ -19,12 +19,17 @@ TENANT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 class Caller:
     tenant: str
     key_id: str
+    allowed_models: frozenset[str] | None = None
+    """None: every catalog model; otherwise only these names (or aliases)."""
+    allowed_features: frozenset[str] | None = None
 
 
 class _Key(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    models: list[str] | None = None
+    features: list[str] | None = None
 
 
 class _Tenant(BaseModel):
@@ -57,7 +62,12 @@ class TenantDirectory:
         by_hash: dict[str, Caller] = {}
         for tenant in parsed.tenants:
             for key in tenant.keys:
-                by_hash[key.sha256] = Caller(tenant=tenant.id, key_id=key.id)
+                by_hash[key.sha256] = Caller(
+                    tenant=tenant.id,
+                    key_id=key.id,
+                    allowed_models=None if key.models is None else frozenset(key.models),
+                    allowed_features=None if key.features is None else frozenset(key.features),
+                )
         return cls(by_hash, {t.id: t.name or t.id for t in parsed.tenants})
 
     def authenticate(self, key: str) -> Caller | None:

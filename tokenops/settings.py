@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     upstream_timeout_s: float = Field(120.0, gt=0)
+    request_deadline_s: float = Field(300.0, gt=0)
+    """A call's whole budget across fallback attempts."""
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(10.0, gt=0)
 
     @property
     def bootstrap(self) -> str:

@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS calls (
     provider               VARCHAR NOT NULL,
     provider_model         VARCHAR NOT NULL,
     attempt                INTEGER NOT NULL,
+    fallback_reason        VARCHAR,
     service_tier           VARCHAR,
     streamed               BOOLEAN NOT NULL,
     latency_ms             INTEGER NOT NULL,

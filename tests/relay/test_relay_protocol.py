@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,29 +13,6 @@ import pytest
 from ingest.topics import USAGE_EVENTS
 from ingest.usage_event import UsageEvent
 from tests.support import Service, end_offsets_by_partition, free_port, read_topic
-
-
-@pytest.fixture(scope="module")
-def relay_url(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("relay")
-    relay_port, sim_port = free_port(), free_port()
-    env = {
-        "TOKENOPS_KAFKA_BOOTSTRAP": broker,
-        "TOKENOPS_DATA_DIR": str(tmp),
-        "TOKENOPS_RELAY_PORT": str(relay_port),
-        "TOKENOPS_SIMULATOR_PORT": str(sim_port),
-        "TOKENOPS_SIMULATE": "always",
-        "TOKENOPS_MAX_BODY_BYTES": str(64 * 1024),
-    }
-    simulator = Service(["simulator"], env, tmp / "simulator.log")
-    relay = Service(["relay"], env, tmp / "relay.log")
-    try:
-        simulator.wait_http(f"http://127.0.0.1:{sim_port}/healthz")
-        relay.wait_http(f"http://127.0.0.1:{relay_port}/healthz")
-        yield f"http://127.0.0.1:{relay_port}"
-    finally:
-        relay.stop()
-        simulator.stop()
 
 
 def client(relay_url: str, key: str = "sk-acme-demo", **headers: str) -> openai.OpenAI:

@@ -1,0 +1,260 @@
+"""Forwarding one call to the catalog's targets in order, metering every attempt.
+
+Every attempt that reached (or tried to reach) an upstream publishes exactly one usage event:
+success, upstream error, timeout, connection error, a stream cut short, or a client that went
+away mid-stream. A retryable failure (429, 5xx, timeout, connection error) moves on to the next
+target while the call's deadline allows; a target whose circuit breaker is open is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from fastapi import Response
+from fastapi.responses import StreamingResponse
+
+from ingest.token_usage import StreamUsage
+from ingest.usage_event import Outcome, UsageEvent
+from relay.errors import UpstreamFailed
+from relay.metering import Attribution, CallMeter
+from relay.model_catalog import Target
+from relay.state import Relay
+from relay.tenants import Caller
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    """The event's `endpoint`: chat.completions, completions, embeddings, responses, messages."""
+    upstream_path: str
+    protocol: Literal["openai", "anthropic"] = "openai"
+    usage_option: bool = False
+    """OpenAI chat/completions streams carry usage only when stream_options.include_usage."""
+
+
+@dataclass(frozen=True)
+class Call:
+    endpoint: Endpoint
+    caller: Caller
+    attribution: Attribution
+    requested_model: str
+    body: dict[str, Any]
+    stream: bool
+    prompt_chars: int
+    client_headers: Mapping[str, str]
+
+
+def upstream_headers(call: Call, target: Target) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    if call.endpoint.protocol == "anthropic":
+        headers["anthropic-version"] = call.client_headers.get("anthropic-version", "2023-06-01")
+        beta = call.client_headers.get("anthropic-beta")
+        if beta:
+            headers["anthropic-beta"] = beta
+        if target.api_key is not None:
+            headers["x-api-key"] = target.api_key.get_secret_value()
+    elif target.api_key is not None:
+        headers["authorization"] = f"Bearer {target.api_key.get_secret_value()}"
+    return headers
+
+
+def _payload(call: Call, target: Target) -> bytes:
+    body = {**call.body, "model": target.model}
+    if call.stream and call.endpoint.usage_option:
+        options = call.body.get("stream_options") or {}
+        body["stream_options"] = {**options, "include_usage": True}
+    return json.dumps(body).encode()
+
+
+async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Response:
+    deadline = time.monotonic() + relay.settings.request_deadline_s
+    fallback_reason: str | None = None
+    failure = UpstreamFailed("No upstream target is available for this model.", unavailable=True)
+    for attempt, target in enumerate(targets, start=1):
+        breaker = relay.breakers[(target.provider, target.model)]
+        last = attempt == len(targets)
+        if not breaker.allow():
+            fallback_reason = "circuit_open"
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            failure = UpstreamFailed("The call's deadline passed before an answer.", timeout=True)
+            break
+        meter = CallMeter(
+            caller=call.caller,
+            attribution=call.attribution,
+            endpoint=call.endpoint.name,
+            requested_model=call.requested_model,
+            target=target,
+            attempt=attempt,
+            fallback_reason=fallback_reason,
+            streamed=call.stream,
+            prompt_chars=call.prompt_chars,
+        )
+        request = relay.http.build_request(
+            "POST",
+            f"{target.base_url}{call.endpoint.upstream_path}",
+            content=_payload(call, target),
+            headers=upstream_headers(call, target),
+            timeout=httpx.Timeout(min(remaining, relay.settings.upstream_timeout_s), connect=5.0),
+        )
+        try:
+            upstream = await relay.http.send(request, stream=True)
+            if upstream.status_code in RETRYABLE_STATUS and not last:
+                await upstream.aread()
+                await upstream.aclose()
+                breaker.failure()
+                fallback_reason = f"http_{upstream.status_code}"
+                relay.publish(
+                    meter.event(
+                        outcome="upstream_error",
+                        http_status=upstream.status_code,
+                        error_code=fallback_reason,
+                    )
+                )
+                continue
+            if call.stream and upstream.status_code == 200:
+                breaker.success()
+                return StreamingResponse(
+                    relay_stream(relay, call, upstream, meter),
+                    media_type=upstream.headers.get("content-type", "text/event-stream"),
+                    headers={"cache-control": "no-cache"},
+                )
+            try:
+                content = await upstream.aread()
+            finally:
+                await upstream.aclose()
+        except httpx.TimeoutException:
+            breaker.failure()
+            fallback_reason = "timeout"
+            relay.publish(meter.event(outcome="timeout", http_status=None, error_code="timeout"))
+            failure = UpstreamFailed(f"Upstream {target.provider} timed out.", timeout=True)
+            continue
+        except httpx.HTTPError as exc:
+            breaker.failure()
+            fallback_reason = "connection_error"
+            relay.publish(
+                meter.event(
+                    outcome="connection_error", http_status=None, error_code=type(exc).__name__
+                )
+            )
+            failure = UpstreamFailed(f"Upstream {target.provider} could not be reached.")
+            continue
+        if upstream.status_code >= 500 or upstream.status_code == 429:
+            breaker.failure()
+        else:
+            breaker.success()
+        relay.publish(completed_event(call, meter, upstream.status_code, content))
+        return Response(
+            content,
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type", "application/json"),
+        )
+    raise failure
+
+
+def _service_tier(obj: Mapping[str, Any]) -> str | None:
+    message = obj.get("message")
+    nested = message.get("usage") if isinstance(message, Mapping) else None
+    for holder in (obj, obj.get("response"), obj.get("usage"), nested):
+        if isinstance(holder, Mapping) and isinstance(holder.get("service_tier"), str):
+            return str(holder["service_tier"])
+    return None
+
+
+def completed_event(call: Call, meter: CallMeter, status: int, content: bytes) -> UsageEvent:
+    if status != 200:
+        return meter.event(
+            outcome="upstream_error", http_status=status, error_code=f"http_{status}"
+        )
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        parsed = None
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    return meter.event(
+        outcome="ok",
+        http_status=status,
+        raw_usage=usage if isinstance(usage, dict) else None,
+        output_chars=0 if usage else len(content),
+        service_tier=_service_tier(parsed) if isinstance(parsed, dict) else None,
+    )
+
+
+def _stream_error(outcome: Outcome) -> str | None:
+    if outcome == "ok":
+        return None
+    return "stream_incomplete" if outcome == "upstream_error" else f"stream_{outcome}"
+
+
+async def relay_stream(
+    relay: Relay, call: Call, upstream: httpx.Response, meter: CallMeter
+) -> AsyncIterator[bytes]:
+    """Pass the SSE stream through line by line, reading usage on the way.
+
+    For OpenAI chat/completions streams the relay always asks upstream for usage; the usage-only
+    chunk (empty `choices`) is hidden from a client that did not ask for it. The event is
+    published in `finally`, so a client that disconnects still yields one event (cancelled,
+    usage estimated from what was streamed), and a stream cut short is metered as such.
+    """
+    usage = StreamUsage(call.endpoint.name)
+    wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+    hide_usage_chunks = call.endpoint.usage_option and not wants_usage
+    tier: str | None = None
+    output_chars = 0
+    finished = False
+    outcome: Outcome = "cancelled"
+    skip_blank = False
+    try:
+        async for line in upstream.aiter_lines():
+            if not line:
+                if skip_blank:
+                    skip_blank = False
+                    continue
+                yield b"\n"
+                continue
+            if line.startswith("data:"):
+                data = line[5:].strip()
+                if data == "[DONE]" or '"message_stop"' in data or '"response.completed"' in data:
+                    finished = True
+                if '"usage"' in data or '"service_tier"' in data:
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        chunk = None
+                    if isinstance(chunk, dict):
+                        usage.feed(chunk)
+                        tier = _service_tier(chunk) or tier
+                        if (
+                            hide_usage_chunks
+                            and isinstance(chunk.get("usage"), dict)
+                            and not chunk.get("choices")
+                        ):
+                            skip_blank = True
+                            continue
+                else:
+                    output_chars += len(data)
+            yield line.encode() + b"\n"
+        outcome = "ok" if finished else "upstream_error"
+    except httpx.HTTPError:
+        outcome = "connection_error"
+    finally:
+        await upstream.aclose()
+        raw = usage.raw
+        event = meter.event(
+            outcome=outcome,
+            http_status=200,
+            raw_usage=raw,
+            output_chars=output_chars,
+            error_code=_stream_error(outcome),
+            service_tier=tier,
+            partial=outcome != "ok",
+        )
+        relay.publish(event)

@@ -1,0 +1,161 @@
+"""The relay's model endpoints: OpenAI-compatible `/v1/...` and Anthropic `/v1/messages`.
+
+Each route validates what it needs, resolves the model through the catalog, checks the key's
+permissions and hands the call to `forwarding.forward`; the body goes upstream unchanged except
+for the model name (and, for OpenAI streams, a request for usage).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from relay.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+    RelayError,
+)
+from relay.forwarding import Call, Endpoint, forward
+from relay.metering import Attribution
+from relay.state import CallerDep, RelayDep
+
+router = APIRouter()
+
+CHAT = Endpoint("chat.completions", "/chat/completions", usage_option=True)
+COMPLETIONS = Endpoint("completions", "/completions", usage_option=True)
+EMBEDDINGS = Endpoint("embeddings", "/embeddings")
+RESPONSES = Endpoint("responses", "/responses")
+MESSAGES = Endpoint("messages", "/messages", protocol="anthropic")
+
+
+async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any], int]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"Request body of {declared} bytes exceeds the {limit} byte limit.")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise BodyTooLarge(f"Request body of {len(raw)} bytes exceeds the {limit} byte limit.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body, len(raw)
+
+
+def _require(condition: bool, message: str, param: str) -> None:
+    if not condition:
+        raise InvalidRequest(message, param=param)
+
+
+async def handle(
+    request: Request, relay: RelayDep, caller: CallerDep, endpoint: Endpoint
+) -> Response:
+    started = time.perf_counter()
+    body, size = await read_json_object(request, relay.settings.max_body_bytes)
+    model = body.get("model")
+    _require(isinstance(model, str) and bool(model), "You must provide a model parameter.", "model")
+    assert isinstance(model, str)
+    stream = body.get("stream", False)
+    _require(isinstance(stream, bool), "'stream' must be a boolean.", "stream")
+    options = body.get("stream_options")
+    _require(
+        options is None or isinstance(options, dict),
+        "'stream_options' must be an object.",
+        "stream_options",
+    )
+    _validate(endpoint, body)
+    targets = relay.catalog.resolve(model)
+    if targets is None:
+        raise ModelNotFound(
+            f"The model `{model}` does not exist or you do not have access to it.", param="model"
+        )
+    if caller.allowed_models is not None and model not in caller.allowed_models:
+        raise PermissionDenied(f"This key may not use the model `{model}`.", param="model")
+    attribution = Attribution.from_request(request.headers, body)
+    if caller.allowed_features is not None and attribution.feature not in caller.allowed_features:
+        error = PermissionDenied(f"This key may not be used for feature {attribution.feature!r}.")
+        error.code = "feature_not_allowed"
+        raise error
+    call = Call(
+        endpoint=endpoint,
+        caller=caller,
+        attribution=attribution,
+        requested_model=model,
+        body=body,
+        stream=stream,
+        prompt_chars=size,
+        client_headers=request.headers,
+    )
+    try:
+        response = await forward(relay, call, targets)
+    except RelayError as exc:
+        relay.metrics.requests.labels(endpoint.name, str(exc.status)).inc()
+        raise
+    relay.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
+    relay.metrics.latency.labels(endpoint.name).observe(time.perf_counter() - started)
+    return response
+
+
+def _validate(endpoint: Endpoint, body: dict[str, Any]) -> None:
+    if endpoint in (CHAT, MESSAGES):
+        messages = body.get("messages")
+        _require(
+            isinstance(messages, list) and bool(messages),
+            "'messages' must be a non-empty array.",
+            "messages",
+        )
+    if endpoint is MESSAGES:
+        max_tokens = body.get("max_tokens")
+        _require(
+            isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0,
+            "'max_tokens' must be a positive integer.",
+            "max_tokens",
+        )
+    if endpoint is COMPLETIONS:
+        prompt = body.get("prompt")
+        _require(isinstance(prompt, str | list), "'prompt' must be a string or an array.", "prompt")
+    if endpoint is EMBEDDINGS:
+        _require(
+            isinstance(body.get("input"), str | list),
+            "'input' must be a string or an array.",
+            "input",
+        )
+        _require(not body.get("stream"), "Embeddings cannot be streamed.", "stream")
+    if endpoint is RESPONSES:
+        _require(
+            isinstance(body.get("input"), str | list),
+            "'input' must be a string or an array.",
+            "input",
+        )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, relay: RelayDep, caller: CallerDep) -> Response:
+    return await handle(request, relay, caller, CHAT)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, relay: RelayDep, caller: CallerDep) -> Response:
+    return await handle(request, relay, caller, COMPLETIONS)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, relay: RelayDep, caller: CallerDep) -> Response:
+    return await handle(request, relay, caller, EMBEDDINGS)
+
+
+@router.post("/v1/responses")
+async def responses(request: Request, relay: RelayDep, caller: CallerDep) -> Response:
+    return await handle(request, relay, caller, RESPONSES)
+
+
+@router.post("/v1/messages")
+async def messages(request: Request, relay: RelayDep, caller: CallerDep) -> Response:
+    return await handle(request, relay, caller, MESSAGES)
