@@ -22,6 +22,7 @@ from relay.metrics import RelayMetrics
 from relay.model_catalog import ModelCatalog
 from relay.state import CallerDep, Relay, RelayDep
 from relay.tenants import TenantDirectory
+from relay.upstream_transport import AiohttpTransport
 from relay.usage_publisher import UsagePublisher
 from tokenops.broker import port_is_open
 from tokenops.settings import Settings, get_settings
@@ -37,7 +38,7 @@ def build_relay(settings: Settings) -> Relay:
         tenants=TenantDirectory.load(settings.config_dir / "tenants.yaml"),
         http=httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_timeout_s, connect=5.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            transport=AiohttpTransport(max_connections=1000),
         ),
         publisher=publisher,
         breakers=CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +26,8 @@ from relay.model_catalog import Target
 from relay.state import Relay
 from relay.tenants import Caller
 
+EVENT_ID_HEADER = "x-tokenops-event-id"
+"""Every relayed response names the usage event it produced."""
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
@@ -49,6 +51,8 @@ class Call:
     stream: bool
     prompt_chars: int
     client_headers: Mapping[str, str]
+    client_gone: Callable[[], Awaitable[bool]]
+    """True once the client has disconnected (checked while streaming)."""
 
 
 def upstream_headers(call: Call, target: Target) -> dict[str, str]:
@@ -125,7 +129,7 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
                 return StreamingResponse(
                     relay_stream(relay, call, upstream, meter),
                     media_type=upstream.headers.get("content-type", "text/event-stream"),
-                    headers={"cache-control": "no-cache"},
+                    headers={"cache-control": "no-cache", EVENT_ID_HEADER: meter.event_id},
                 )
             try:
                 content = await upstream.aread()
@@ -156,6 +160,7 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
             content,
             status_code=upstream.status_code,
             media_type=upstream.headers.get("content-type", "application/json"),
+            headers={EVENT_ID_HEADER: meter.event_id},
         )
     raise failure
 
@@ -212,8 +217,14 @@ async def relay_stream(
     finished = False
     outcome: Outcome = "cancelled"
     skip_blank = False
+    lines = 0
     try:
         async for line in upstream.aiter_lines():
+            lines += 1
+            # The server may drop writes to a closed connection silently: ask, and stop
+            # paying for upstream tokens nobody reads.
+            if lines % 64 == 0 and await call.client_gone():
+                break
             if not line:
                 if skip_blank:
                     skip_blank = False
@@ -224,7 +235,8 @@ async def relay_stream(
                 data = line[5:].strip()
                 if data == "[DONE]" or '"message_stop"' in data or '"response.completed"' in data:
                     finished = True
-                if '"usage"' in data or '"service_tier"' in data:
+                # Only chunks that carry usage are parsed; they also carry the service tier.
+                if '"usage"' in data and '"usage":null' not in data:
                     try:
                         chunk = json.loads(data)
                     except ValueError:
@@ -240,9 +252,10 @@ async def relay_stream(
                             skip_blank = True
                             continue
                 else:
-                    output_chars += len(data)
+                    output_chars += len(data)  # for an estimate if the stream stops early
             yield line.encode() + b"\n"
-        outcome = "ok" if finished else "upstream_error"
+        else:
+            outcome = "ok" if finished else "upstream_error"
     except httpx.HTTPError:
         outcome = "connection_error"
     finally:

@@ -49,6 +49,8 @@ class CallMeter:
     fallback_reason: str | None
     streamed: bool
     prompt_chars: int
+    event_id: str = field(default_factory=new_event_id)
+    """Known before the call is forwarded, so it can be returned to the client as a header."""
     event_time: datetime = field(default_factory=lambda: datetime.now(UTC))
     _t0: float = field(default_factory=time.perf_counter)
 
@@ -65,7 +67,7 @@ class CallMeter:
     ) -> UsageEvent:
         tokens, source, usage_error = self._tokens(raw_usage, outcome, output_chars, partial)
         return UsageEvent(
-            event_id=new_event_id(),
+            event_id=self.event_id,
             event_time=self.event_time,
             tenant=self.caller.tenant,
             relay_key_id=self.caller.key_id,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from tokenops.errors import ConfigError
 from tokenops.settings import Settings
+from tokenops.simulated_provider import PROVIDERS as SIMULATED_DIALECTS
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,22 @@ class ModelCatalog:
         return sorted(self._routes)
 
 
+def simulated_base_url(settings: Settings, provider: str) -> str:
+    """The simulator speaks each known provider's dialect under its own path prefix, and the
+    OpenAI dialect at /v1 for any other provider."""
+    prefix = f"/{provider}" if provider in SIMULATED_DIALECTS else ""
+    return f"{settings.simulator_url}{prefix}/v1"
+
+
 def _target(ref: _TargetRef, provider: _Provider, settings: Settings) -> Target:
     key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
     simulated = settings.simulate == "always" or (settings.simulate == "auto" and not key)
     return Target(
         provider=ref.provider,
         model=ref.model,
-        base_url=(f"{settings.simulator_url}/v1" if simulated else provider.base_url).rstrip("/"),
+        base_url=(
+            simulated_base_url(settings, ref.provider) if simulated else provider.base_url
+        ).rstrip("/"),
         api_key=None if simulated or not key else SecretStr(key),
         simulated=simulated,
     )

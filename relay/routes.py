@@ -92,6 +92,7 @@ async def handle(
         stream=stream,
         prompt_chars=size,
         client_headers=request.headers,
+        client_gone=request.is_disconnected,
     )
     try:
         response = await forward(relay, call, targets)

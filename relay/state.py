@@ -34,12 +34,12 @@ class Relay:
             self.metrics.upstream_errors.labels(event.provider, event.outcome).inc()
 
 
-def current_relay(request: Request) -> Relay:
+async def current_relay(request: Request) -> Relay:
     relay: Relay = request.app.state.relay
     return relay
 
 
-def current_caller(request: Request) -> Caller:
+async def current_caller(request: Request) -> Caller:
     header = request.headers.get("authorization")
     if header:
         scheme, _, key = header.partition(" ")
@@ -50,7 +50,8 @@ def current_caller(request: Request) -> Caller:
         raise AuthenticationFailed(
             "You didn't provide an API key. Send your relay key as 'Authorization: Bearer <key>'."
         )
-    caller = current_relay(request).tenants.authenticate(key)
+    relay: Relay = request.app.state.relay
+    caller = relay.tenants.authenticate(key)
     if caller is None:
         raise AuthenticationFailed("Incorrect API key provided.")
     return caller

@@ -19,9 +19,15 @@ def client(relay_url: str, key: str = "sk-acme-demo", **headers: str) -> openai.
     return openai.OpenAI(base_url=f"{relay_url}/v1", api_key=key, default_headers=headers)
 
 
-def events_for(broker: str, since: dict[int, int], feature: str) -> list[UsageEvent]:
-    events = [UsageEvent.from_wire(v) for v in read_topic(broker, USAGE_EVENTS, since)]
-    return [e for e in events if e.feature == feature]
+def events_for(broker: str, since: dict[int, int], feature: str, count: int) -> list[UsageEvent]:
+    """The events of `feature` since `since`, once `count` of them arrived (or 30 s passed)."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = [UsageEvent.from_wire(v) for v in read_topic(broker, USAGE_EVENTS, since)]
+        found = [e for e in events if e.feature == feature]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
 
 
 MESSAGES = [{"role": "user", "content": "How much does this call cost?"}]
@@ -58,7 +64,7 @@ def test_sdk_calls_each_publish_exactly_one_event_with_the_tokens_the_client_saw
     assert all(chunk.choices for chunk in without_usage)
     assert all(chunk.usage is None for chunk in without_usage)
 
-    events = events_for(broker, since, feature)
+    events = events_for(broker, since, feature, 3)
     assert len(events) == 3
     assert len({e.event_id for e in events}) == 3
     for event in events:
@@ -80,7 +86,7 @@ def test_upstream_error_is_passed_through_and_metered_once(relay_url: str, broke
             model="gpt-4o", messages=[{"role": "user", "content": "[[sim:error=500]]"}]
         )
     assert raised.value.status_code == 500
-    events = events_for(broker, since, feature)
+    events = events_for(broker, since, feature, 1)
     assert len(events) == 1
     assert events[0].outcome == "upstream_error" and events[0].http_status == 500
     assert events[0].tokens.input_total == 0

@@ -1,0 +1,159 @@
+"""Relay overhead: the simulated provider called directly vs through the relay (metering on,
+events published to a real broker), with wrk as the load generator.
+
+    python bench/relay_overhead.py [--seconds 10]
+
+Starts its own broker, simulator and relay on free loopback ports, stops them afterwards, and
+prints p50/p99 latency at concurrency 1 and throughput at concurrency 32 for each path. Needs
+`wrk` (Debian package `wrk`; `make bench` installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Summarise our refund policy in one line."}],
+    "max_tokens": 32,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait(url: str) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def wrk(
+    url: str, key: str | None, connections: int, seconds: int, workdir: Path
+) -> dict[str, float]:
+    script = workdir / "post.lua"
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(BODY))}"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    threads = min(2, connections)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "rps": rate,
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install wrk (or make bench)")
+    work = Path(tempfile.mkdtemp(prefix="tokenops-bench-"))
+    ports = {name: free_port() for name in ("broker", "simulator", "relay")}
+    env = {
+        **os.environ,
+        "TOKENOPS_EMBEDDED_BROKER_PORT": str(ports["broker"]),
+        "TOKENOPS_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports['broker']}",
+        "TOKENOPS_SIMULATOR_PORT": str(ports["simulator"]),
+        "TOKENOPS_RELAY_PORT": str(ports["relay"]),
+        "TOKENOPS_DATA_DIR": str(work),
+        "TOKENOPS_SIMULATE": "always",
+    }
+    started = []
+    try:
+        for command in ("broker", "simulator", "relay"):
+            log = (work / f"{command}.log").open("wb")
+            cmd = [sys.executable, "-m", "tokenops", command]
+            if command == "broker":
+                cmd += ["--port", str(ports["broker"])]
+            started.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=REPO))
+            if command == "broker":
+                time.sleep(2)
+        direct = f"http://127.0.0.1:{ports['simulator']}"
+        relay = f"http://127.0.0.1:{ports['relay']}"
+        wait(f"{direct}/healthz")
+        wait(f"{relay}/healthz")
+        results = {}
+        for name, base, key in (
+            ("direct to simulator", direct, None),
+            ("through relay", relay, "sk-acme-demo"),
+        ):
+            wrk(f"{base}/v1/chat/completions", key, 4, 2, work)  # warm up
+            results[name] = {
+                "c1": wrk(f"{base}/v1/chat/completions", key, 1, args.seconds, work),
+                "c32": wrk(f"{base}/v1/chat/completions", key, 32, args.seconds, work),
+            }
+        ready = httpx.get(f"{relay}/readyz").json()
+        header = ("path", "c1 p50 ms", "c1 p99 ms", "c1 req/s", "c32 req/s", "errors")
+        print(f"{header[0]:22} " + " ".join(f"{h:>10}" for h in header[1:]))
+        for name, r in results.items():
+            print(
+                f"{name:22} {r['c1']['p50']:>10.2f} {r['c1']['p99']:>10.2f} {r['c1']['rps']:>9.0f} "
+                f"{r['c32']['rps']:>10.0f} {r['c1']['errors'] + r['c32']['errors']:>7.0f}"
+            )
+        d, t = results["direct to simulator"]["c1"], results["through relay"]["c1"]
+        p50, p99 = t["p50"] - d["p50"], t["p99"] - d["p99"]
+        print(f"added latency at c1: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        print(
+            f"events published by the relay: {ready['published']} (spooled: {ready['spool_depth']})"
+        )
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            process.wait(15)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Nothing acknowledged is lost: broker outages, a killed relay, upstream timeouts.
+
+Every relayed response names its usage event (x-tokenops-event-id), so each test checks that
+every call it made is on the topic exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingest.topics import USAGE_EVENTS
+from ingest.usage_event import UsageEvent
+from relay.forwarding import EVENT_ID_HEADER
+from tests.relay.conftest import start_relay
+from tests.support import free_port, read_topic
+from tokenops.broker import ensure_topics, start_embedded_broker
+
+pytestmark = pytest.mark.slow
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "keep count"}]}
+AUTH = {"authorization": "Bearer sk-acme-demo"}
+
+
+def call(relay: str) -> str:
+    response = httpx.post(f"{relay}/v1/chat/completions", json=BODY, headers=AUTH, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.headers[EVENT_ID_HEADER]
+
+
+def ready(relay: str) -> dict[str, object]:
+    body: dict[str, object] = httpx.get(f"{relay}/readyz", timeout=10).json()
+    return body
+
+
+def wait_until(condition: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def event_ids(bootstrap: str) -> list[str]:
+    return [UsageEvent.from_wire(v).event_id for v in read_topic(bootstrap, USAGE_EVENTS)]
+
+
+def test_a_60_second_broker_outage_under_traffic_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = start_embedded_broker(port)
+    ensure_topics(bootstrap)
+    relay, services = start_relay(tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap})
+    sent: list[str] = []
+    try:
+        for _ in range(20):
+            sent.append(call(relay))
+        wait_until(lambda: ready(relay)["published"] == 20, 30, "the first 20 events")
+        delivered = event_ids(bootstrap)
+
+        broker.terminate()
+        broker.wait(10)
+        outage_ends = time.monotonic() + 60
+        while time.monotonic() < outage_ends:  # steady traffic while the broker is away
+            sent.append(call(relay))
+            time.sleep(0.2)
+        status = ready(relay)
+        assert status["broker"] == "unreachable" and status["spool_depth"] > 0
+
+        broker = start_embedded_broker(port)  # an empty broker, as a restarted Tansu is
+        ensure_topics(bootstrap)
+        for _ in range(20):
+            sent.append(call(relay))
+        wait_until(
+            lambda: ready(relay)["spool_depth"] == 0 and ready(relay)["broker"] == "up",
+            60,
+            "the spool to drain",
+        )
+        wait_until(lambda: len(delivered) + len(event_ids(bootstrap)) >= len(sent), 30, "events")
+        delivered += event_ids(bootstrap)
+        counts = Counter(delivered)
+        assert set(counts) == set(sent)
+        assert [i for i, n in counts.items() if n > 1] == []
+        assert len(sent) > 250
+    finally:
+        for service in services:
+            service.stop()
+        broker.terminate()
+        broker.wait(10)
+
+
+def test_events_spooled_by_a_killed_relay_are_published_after_its_restart(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"  # nothing listens yet: every event goes to the spool
+    relay, services = start_relay(tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap})
+    broker = None
+    try:
+        sent = [call(relay) for _ in range(25)]
+        wait_until(lambda: ready(relay)["spool_depth"] == 25, 30, "25 spooled events")
+        assert services[0].stop(signal.SIGKILL) == -signal.SIGKILL
+        services[1].stop()
+
+        broker = start_embedded_broker(port)
+        ensure_topics(bootstrap)
+        relay, services = start_relay(tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap})
+        wait_until(lambda: ready(relay)["spool_depth"] == 0, 60, "the spool to drain")
+        wait_until(lambda: len(event_ids(bootstrap)) >= 25, 30, "25 events on the topic")
+        assert sorted(event_ids(bootstrap)) == sorted(sent)
+    finally:
+        for service in services:
+            service.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+
+
+def test_an_upstream_timeout_is_a_504_and_one_timeout_event(broker: str, tmp_path: Path) -> None:
+    relay, services = start_relay(
+        tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": broker, "TOKENOPS_UPSTREAM_TIMEOUT_S": "1"}
+    )
+    try:
+        started = time.monotonic()
+        response = httpx.post(
+            f"{relay}/v1/chat/completions",
+            json={**BODY, "messages": [{"role": "user", "content": "[[sim:latency_ms=4000]]"}]},
+            headers={**AUTH, "x-feature": "timeout-probe"},
+            timeout=30,
+        )
+        assert response.status_code == 504 and time.monotonic() - started < 3.5
+        assert response.json()["error"]["code"] == "upstream_timeout"
+        event_id = response.headers.get(EVENT_ID_HEADER)
+        events = [UsageEvent.from_wire(v) for v in read_topic(broker, USAGE_EVENTS)]
+        mine = [e for e in events if e.feature == "timeout-probe"]
+        assert [(e.outcome, e.error_code) for e in mine] == [("timeout", "timeout")]
+        assert event_id is None or event_id == mine[0].event_id
+    finally:
+        for service in services:
+            service.stop()
