@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from relay import routes
+from relay.budget_gate import BudgetGate
 from relay.circuit_breaker import CircuitBreakers
 from relay.errors import InvalidRequest, RelayError
 from relay.metrics import RelayMetrics
@@ -42,6 +43,7 @@ def build_relay(settings: Settings) -> Relay:
         ),
         publisher=publisher,
         breakers=CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s),
+        gate=BudgetGate(settings.bootstrap),
         metrics=RelayMetrics(publisher),
     )
 
@@ -49,8 +51,8 @@ def build_relay(settings: Settings) -> Relay:
 def error_response(request: Request, error: RelayError) -> JSONResponse:
     """The error in the caller's protocol: Anthropic's envelope on /v1/messages."""
     if request.url.path.endswith("/v1/messages"):
-        return JSONResponse(error.anthropic_body(), status_code=error.status)
-    return JSONResponse(error.openai_body(), status_code=error.status)
+        return JSONResponse(error.anthropic_body(), error.status, headers=error.headers)
+    return JSONResponse(error.openai_body(), error.status, headers=error.headers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,10 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.bootstrap,
             )
         relay.publisher.start()
+        relay.gate.start()
         try:
             yield
         finally:
             await relay.http.aclose()
+            relay.gate.close()
             relay.publisher.close()
 
     app = FastAPI(title="tokenops relay", lifespan=lifespan, docs_url=None, redoc_url=None)

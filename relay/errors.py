@@ -3,6 +3,7 @@
 RelayError                 root: status, error type and code of the error envelope
 ├── AuthenticationFailed   401 missing or unknown relay key
 ├── PermissionDenied       403 the key may not use this model or feature
+├── BudgetExceeded         429 a hard budget of the tenant is used up for this period
 ├── InvalidRequest         400 malformed JSON or fields of the wrong type
 ├── BodyTooLarge           413 request body over the configured limit
 ├── ModelNotFound          404 model not in the catalog
@@ -36,6 +37,7 @@ class RelayError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = {}
 
     def openai_body(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,17 @@ class PermissionDenied(RelayError):
     status = 403
     error_type = "invalid_request_error"
     code = "model_not_allowed"
+
+
+class BudgetExceeded(RelayError):
+    status = 429
+    error_type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        # SDKs must not retry into a closed budget; Retry-After says when the period resets.
+        self.headers = {"retry-after": str(max(1, retry_after_s)), "x-should-retry": "false"}
 
 
 class InvalidRequest(RelayError):

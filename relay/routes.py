@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from relay.errors import (
     BodyTooLarge,
+    BudgetExceeded,
     InvalidRequest,
     ModelNotFound,
     PermissionDenied,
@@ -23,6 +25,7 @@ from relay.errors import (
 from relay.forwarding import Call, Endpoint, forward
 from relay.metering import Attribution
 from relay.state import CallerDep, RelayDep
+from streams.budgets import period_end
 
 router = APIRouter()
 
@@ -78,6 +81,14 @@ async def handle(
         )
     if caller.allowed_models is not None and model not in caller.allowed_models:
         raise PermissionDenied(f"This key may not use the model `{model}`.", param="model")
+    blocked = relay.gate.blocked(caller.tenant)
+    if blocked is not None:
+        ends = period_end(blocked.period_start, blocked.period)
+        raise BudgetExceeded(
+            f"Tenant {caller.tenant!r} has used its {blocked.period} budget of "
+            f"${blocked.limit_usd} (spent ${blocked.spend_usd}); calls resume {ends.isoformat()}.",
+            retry_after_s=int((ends - datetime.now(UTC)).total_seconds()),
+        )
     attribution = Attribution.from_request(request.headers, body)
     if caller.allowed_features is not None and attribution.feature not in caller.allowed_features:
         error = PermissionDenied(f"This key may not be used for feature {attribution.feature!r}.")

@@ -9,6 +9,7 @@ import httpx
 from fastapi import Depends, Request
 
 from ingest.usage_event import UsageEvent
+from relay.budget_gate import BudgetGate
 from relay.circuit_breaker import CircuitBreakers
 from relay.errors import AuthenticationFailed
 from relay.metrics import RelayMetrics
@@ -26,6 +27,7 @@ class Relay:
     http: httpx.AsyncClient
     publisher: UsagePublisher
     breakers: CircuitBreakers
+    gate: BudgetGate
     metrics: RelayMetrics
 
     def publish(self, event: UsageEvent) -> None:

@@ -21,9 +21,17 @@ from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from ingest.alert_event import AlertEvent, alert_id
+from ingest.budget_state import BudgetState
 from ingest.price_book import PriceVersion
 from ingest.pricing import UsageInvariantError
-from ingest.topics import ALERTS, DEAD_LETTERS, PRICE_VERSIONS, PRICED_USAGE, USAGE_EVENTS
+from ingest.topics import (
+    ALERTS,
+    BUDGET_STATE,
+    DEAD_LETTERS,
+    PRICE_VERSIONS,
+    PRICED_USAGE,
+    USAGE_EVENTS,
+)
 from ingest.usage_event import UsageEvent
 from streams.budget_ledger import BudgetLedger
 from streams.budgets import load_budgets
@@ -82,6 +90,7 @@ def create_app(settings: Settings) -> faust.App:
     priced_topic = raw_topic(PRICED_USAGE)
     alerts_topic = raw_topic(ALERTS)
     dead_letters = raw_topic(DEAD_LETTERS)
+    budget_state_topic = raw_topic(BUDGET_STATE)
 
     pricer = load_pricer(settings)
     ledger = BudgetLedger(load_budgets(settings.config_dir / "budgets.yaml"))
@@ -119,8 +128,11 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(priced_topic)
     async def budget_ledger(stream: faust.StreamT[Any]) -> None:
         async for key, event in decoded(stream, PRICED_USAGE):
-            for alert in ledger.apply(event, spend, seen):
+            states: list[BudgetState] = []
+            for alert in ledger.apply(event, spend, seen, states):
                 await alerts_topic.send(key=key, value=alert.to_wire())
+            for state in states:
+                await budget_state_topic.send(key=state.key(), value=state.to_wire())
 
     @app.task
     async def follow_price_versions() -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from ingest.alert_event import AlertEvent, budget_alert_id
+from ingest.budget_state import BudgetState
 from ingest.usage_event import UsageEvent
 from streams.budgets import PERIODS, Budget, period_start
 
@@ -32,8 +33,10 @@ class BudgetLedger:
         event: UsageEvent,
         spend: MutableMapping[str, str],
         seen: MutableMapping[str, bool],
+        states: list[BudgetState] | None = None,
     ) -> list[AlertEvent]:
-        """Count a priced event once; return the alerts for thresholds it crossed."""
+        """Count a priced event once; return the alerts for thresholds it crossed, and append
+        the new state of every budget it moved to `states` (for the relay's hard gate)."""
         if event.price_status != "priced" or not event.cost_usd or seen.get(event.event_id):
             return []
         seen[event.event_id] = True
@@ -46,6 +49,19 @@ class BudgetLedger:
             spend[key] = str(after)
             for budget in self._budgets.get((event.tenant, period), ()):
                 alerts += self._crossed(budget, event, start, before, after)
+                if states is not None:
+                    states.append(
+                        BudgetState(
+                            tenant=budget.tenant,
+                            period=budget.period,
+                            period_start=start,
+                            spend_usd=after,
+                            limit_usd=budget.limit_usd,
+                            hard=budget.hard,
+                            blocked=budget.hard and after >= budget.limit_usd,
+                            updated_at=datetime.now(UTC),
+                        )
+                    )
         return alerts
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -22,6 +22,8 @@ class Budget(BaseModel):
     period: Period
     limit_usd: Decimal = Field(gt=0)
     thresholds: tuple[Decimal, ...] = (Decimal("1.0"),)
+    hard: bool = False
+    """Refuse new calls at the relay once the limit is reached (until the period ends)."""
 
 
 class _BudgetsFile(BaseModel):
@@ -41,3 +43,10 @@ def load_budgets(path: Path) -> list[Budget]:
 def period_start(at: datetime, period: Period) -> datetime:
     day = at.replace(hour=0, minute=0, second=0, microsecond=0)
     return day if period == "day" else day.replace(day=1)
+
+
+def period_end(start: datetime, period: Period) -> datetime:
+    if period == "day":
+        return start + timedelta(days=1)
+    month = start.month % 12 + 1
+    return start.replace(year=start.year + (start.month == 12), month=month)

@@ -5,6 +5,7 @@ genai-prices says those tokens cost; the tenant over its budget must get an aler
 from __future__ import annotations
 
 import signal
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
@@ -34,6 +35,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     budgets = [
         {"tenant": "globex", "period": "day", "limit_usd": "0.0005", "thresholds": [0.5, 1.0]},
         {"tenant": "acme", "period": "month", "limit_usd": "1000", "thresholds": [1.0]},
+        {"tenant": "initech", "period": "day", "limit_usd": "0.0002", "hard": True},
     ]
     with running_pipeline(tmp_path_factory.mktemp("pipeline"), budgets) as pipeline:
         yield pipeline
@@ -154,6 +156,31 @@ def test_dashboard_page_is_served(pipeline: Pipeline) -> None:
     assert page.status_code == 200 and "tokenops" in page.text
     script = httpx.get(f"{pipeline.api}/static/dashboard.js")
     assert script.status_code == 200 and "/api/costs" in script.text
+
+
+def test_a_hard_budget_closes_the_relay_for_that_tenant_only(pipeline: Pipeline) -> None:
+    sdk = openai.OpenAI(base_url=f"{pipeline.relay}/v1", api_key="sk-initech-demo", max_retries=0)
+    messages = [{"role": "user", "content": LONG_PROMPT}]
+    deadline = time.monotonic() + 60
+    refused: openai.RateLimitError | None = None
+    while refused is None and time.monotonic() < deadline:
+        try:
+            sdk.chat.completions.create(model="claude-3-5-sonnet", messages=messages)
+            time.sleep(0.5)
+        except openai.RateLimitError as exc:
+            refused = exc
+    assert refused is not None, "initech was never refused"
+    assert refused.code == "budget_exceeded"
+    assert refused.response.headers["x-should-retry"] == "false"
+    assert int(refused.response.headers["retry-after"]) <= 86_400
+    blocked = httpx.post(
+        f"{pipeline.relay}/v1/messages",
+        json={"model": "claude-3-5-sonnet", "max_tokens": 10, "messages": messages},
+        headers={"x-api-key": "sk-initech-demo"},
+    )
+    assert blocked.status_code == 429 and blocked.json()["error"]["type"] == "rate_limit_error"
+    other = openai.OpenAI(base_url=f"{pipeline.relay}/v1", api_key="sk-acme-demo")
+    assert other.chat.completions.create(model="gpt-4o-mini", messages=messages).usage
 
 
 def test_ctrl_c_stops_every_component(pipeline: Pipeline) -> None:

@@ -139,8 +139,13 @@ def test_an_upstream_timeout_is_a_504_and_one_timeout_event(broker: str, tmp_pat
         assert response.status_code == 504 and time.monotonic() - started < 3.5
         assert response.json()["error"]["code"] == "upstream_timeout"
         event_id = response.headers.get(EVENT_ID_HEADER)
-        events = [UsageEvent.from_wire(v) for v in read_topic(broker, USAGE_EVENTS)]
-        mine = [e for e in events if e.feature == "timeout-probe"]
+
+        def mine_() -> list[UsageEvent]:
+            events = [UsageEvent.from_wire(v) for v in read_topic(broker, USAGE_EVENTS)]
+            return [e for e in events if e.feature == "timeout-probe"]
+
+        wait_until(lambda: len(mine_()) >= 1, 30, "the timeout event")
+        mine = mine_()
         assert [(e.outcome, e.error_code) for e in mine] == [("timeout", "timeout")]
         assert event_id is None or event_id == mine[0].event_id
     finally:
