@@ -30,5 +30,10 @@ test: lint typecheck
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
+bench: install
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python bench/pricing.py
+	$(BIN)/python bench/relay_overhead.py
+
 clean:
 	rm -rf $(VENV) .tokenops .pytest_cache .mypy_cache .ruff_cache
