@@ -268,9 +268,6 @@ class PriceBook:
     def fx_rates(self) -> list[FxRate]:
         return [r for rates in self._fx.values() for r in rates]
 
-    def has_model(self, provider: str, model: str) -> bool:
-        return (provider.lower(), model.lower()) in self._versions
-
     def has_tenant_prices(self, provider: str, model: str) -> bool:
         return (provider.lower(), model.lower()) in self._tenant_priced
 

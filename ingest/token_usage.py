@@ -37,6 +37,39 @@ def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+def _split_openai(
+    usage: Mapping[str, Any],
+    prompt: int,
+    completion: int,
+    cache_read: int,
+    cache_write: int,
+    reasoning: int,
+    style: str,
+) -> TokenCounts:
+    """OpenAI-style totals (input includes cache reads and writes, output includes reasoning)
+    into disjoint classes, refusing parts that exceed their totals. `style` names the fields
+    in messages: "prompt" (prompt_tokens/completion_tokens) or "input" (input/output_tokens)."""
+    inp, out = ("prompt", "completion") if style == "prompt" else ("input", "output")
+    if cache_read + cache_write > prompt:
+        raise UsageMismatch(
+            f"cache read {cache_read} + cache write {cache_write} exceed {inp}_tokens {prompt}"
+        )
+    if reasoning > completion:
+        raise UsageMismatch(f"reasoning_tokens {reasoning} exceed {out}_tokens {completion}")
+    if not _total_matches(usage, "total_tokens", prompt + completion):
+        raise UsageMismatch(
+            f"total_tokens {usage['total_tokens']} != {inp}_tokens {prompt} "
+            f"+ {out}_tokens {completion}"
+        )
+    return TokenCounts(
+        input_uncached=prompt - cache_read - cache_write,
+        cache_read=cache_read,
+        cache_write=cache_write,
+        output=completion - reasoning,
+        reasoning=reasoning,
+    )
+
+
 def from_openai_chat_usage(usage: Mapping[str, Any]) -> TokenCounts:
     """OpenAI Chat Completions and the OpenAI-compatible providers (DeepSeek, Qwen, Kimi, GLM).
 
@@ -59,24 +92,7 @@ def from_openai_chat_usage(usage: Mapping[str, Any]) -> TokenCounts:
     cache_read = _int(prompt_details, "cached_tokens") or hits
     cache_write = _int(prompt_details, "cache_write_tokens")
     reasoning = _int(completion_details, "reasoning_tokens")
-    if cache_read + cache_write > prompt:
-        raise UsageMismatch(
-            f"cache read {cache_read} + cache write {cache_write} exceed prompt_tokens {prompt}"
-        )
-    if reasoning > completion:
-        raise UsageMismatch(f"reasoning_tokens {reasoning} exceed completion_tokens {completion}")
-    total = usage.get("total_tokens")
-    if total is not None and _int(usage, "total_tokens") != prompt + completion:
-        raise UsageMismatch(
-            f"total_tokens {total} != prompt_tokens {prompt} + completion_tokens {completion}"
-        )
-    return TokenCounts(
-        input_uncached=prompt - cache_read - cache_write,
-        cache_read=cache_read,
-        cache_write=cache_write,
-        output=completion - reasoning,
-        reasoning=reasoning,
-    )
+    return _split_openai(usage, prompt, completion, cache_read, cache_write, reasoning, "prompt")
 
 
 def _total_matches(usage: Mapping[str, Any], key: str, expected: int) -> bool:
@@ -150,25 +166,7 @@ def from_openai_responses_usage(usage: Mapping[str, Any]) -> TokenCounts:
     cache_read = _int(input_details, "cached_tokens")
     cache_write = _int(input_details, "cache_write_tokens")
     reasoning = _int(_details(usage, "output_tokens_details"), "reasoning_tokens")
-    if cache_read + cache_write > prompt:
-        raise UsageMismatch(
-            f"cached_tokens {cache_read} + cache_write_tokens {cache_write} "
-            f"exceed input_tokens {prompt}"
-        )
-    if reasoning > completion:
-        raise UsageMismatch(f"reasoning_tokens {reasoning} exceed output_tokens {completion}")
-    if not _total_matches(usage, "total_tokens", prompt + completion):
-        raise UsageMismatch(
-            f"total_tokens {usage['total_tokens']} != input_tokens {prompt} "
-            f"+ output_tokens {completion}"
-        )
-    return TokenCounts(
-        input_uncached=prompt - cache_read - cache_write,
-        cache_read=cache_read,
-        cache_write=cache_write,
-        output=completion - reasoning,
-        reasoning=reasoning,
-    )
+    return _split_openai(usage, prompt, completion, cache_read, cache_write, reasoning, "input")
 
 
 def from_openai_embeddings_usage(usage: Mapping[str, Any]) -> TokenCounts:
