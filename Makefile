@@ -32,6 +32,8 @@ test-fast: install
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	test -x .bench/litellm/bin/litellm || ($(PYTHON) -m venv .bench/litellm \
+	  && .bench/litellm/bin/pip install -q 'litellm[proxy]') || echo "LiteLLM did not install"
 	$(BIN)/python bench/pricing.py
 	$(BIN)/python bench/relay_overhead.py
 

@@ -39,7 +39,7 @@ def free_port() -> int:
 
 
 def wait(url: str) -> None:
-    for _ in range(300):
+    for _ in range(1200):
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -96,6 +96,11 @@ def wrk(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--litellm",
+        default=str(REPO / ".bench" / "litellm" / "bin" / "litellm"),
+        help="the LiteLLM proxy executable to measure on the same simulator (skipped if absent)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (or make bench)")
@@ -145,6 +150,12 @@ def main() -> None:
         d, t = results["direct to simulator"]["c1"], results["through relay"]["c1"]
         p50, p99 = t["p50"] - d["p50"], t["p99"] - d["p99"]
         print(f"added latency at c1: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        if "through LiteLLM proxy" in results:
+            ratio = (
+                results["through relay"]["c32"]["rps"]
+                / results["through LiteLLM proxy"]["c32"]["rps"]
+            )
+            print(f"relay throughput at c32: {ratio:.1f}x the LiteLLM proxy's")
         print(
             f"events published by the relay: {ready['published']} (spooled: {ready['spool_depth']})"
         )

@@ -68,6 +68,7 @@ class BudgetGate:
                     client_id="tokenops-relay-budget-gate",
                     enable_auto_commit=False,
                     consumer_timeout_ms=1000,
+                    bootstrap_timeout_ms=5_000,
                 )
             except (KafkaError, OSError, ValueError):
                 self._stop.wait(2.0)

@@ -140,6 +140,9 @@ class UsagePublisher:
                 linger_ms=2,
                 batch_size=256 * 1024,
                 max_block_ms=2_000,
+                # Without this the constructor may wait 30 s for an absent broker while the
+                # batch in hand is neither sent nor spooled.
+                bootstrap_timeout_ms=2_000,
                 request_timeout_ms=5_000,
                 delivery_timeout_ms=8_000,
                 max_in_flight_requests_per_connection=5,

@@ -238,7 +238,10 @@ def _publish(settings: Settings, version: PriceVersion) -> bool:
 
     try:
         producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap, acks="all", max_block_ms=5_000
+            bootstrap_servers=settings.bootstrap,
+            acks="all",
+            max_block_ms=5_000,
+            bootstrap_timeout_ms=5_000,
         )
     except (KafkaError, OSError):
         return False
