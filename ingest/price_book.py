@@ -17,7 +17,6 @@ enters a money path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -332,7 +331,3 @@ def load_price_book(book_file: Path, additions_file: Path | None = None) -> Pric
                     f"invalid price version at {additions_file}:{number}: {exc}"
                 ) from exc
     return book
-
-
-def version_to_json(version: PriceVersion) -> str:
-    return json.dumps(version.model_dump(mode="json", exclude_defaults=False))

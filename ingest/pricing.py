@@ -5,9 +5,11 @@ Where a price comes from, in order:
 2. the genai-prices catalog, resolved at the event's own time and service tier (dated prices,
    DeepSeek's time-of-day windows, batch/flex/priority variants, long-context cliffs);
 3. nothing: the event is `unpriced` with the reason, never a silent $0.
-Both sources become the same `ClassRates`, so every cost is computed by `cost_lines` alone.
-Arithmetic is Decimal with exact power-of-ten scaling; a float reaching it raises (FloatOperation
-is trapped), and USD amounts are quantized to 18 decimal places (far below a nano-dollar).
+Both sources compile to the same rate card, so every cost is computed by one code path.
+Arithmetic is exact integer atto-units (10^-18) of the billing currency: prices are turned into
+integer rates per token once, per-class costs are integer products, and the only rounding is the
+FX conversion to USD at the atto scale (half to even). Amounts leave as Decimal; Decimal work
+runs in a context that traps FloatOperation, so a float reaching it raises.
 """
 
 from __future__ import annotations
@@ -195,12 +197,6 @@ def _convert(atto: int, fx_num: int, fx_den: int) -> int:
     if twice > fx_den or (twice == fx_den and quotient % 2):
         quotient += 1
     return quotient
-
-
-def cost_lines(rates: ClassRates, tokens: TokenCounts) -> dict[str, Decimal]:
-    """Each token class at its rate, exactly: tokens x price-per-million x 10^-6."""
-    lines = _lines(_per_token(rates), _atto(rates.request, 18), tokens.__dict__)
-    return {name: _dec(atto) for name, atto in lines.items()}
 
 
 # -- the genai-prices catalog as price versions ------------------------------------------------
