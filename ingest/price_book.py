@@ -164,6 +164,8 @@ class PriceVersion(BaseModel):
     per_million: ClassRates
     tiers: tuple[Tier, ...] = ()
     windows: tuple[TimeWindow, ...] = ()
+    input_only: bool = False
+    """Only input is priced (embedding models): a call that produced output is unpriced."""
 
     def model_post_init(self, _: Any) -> None:
         for bound in (self.effective_from, self.effective_to):

@@ -239,8 +239,10 @@ def _rates(price: ModelPrice, threshold: int | None) -> ClassRates | None:
     requests = getattr(price, "requests_kcount", None)
     if requests is not None:
         values["request"] = _value_at(requests, threshold).scaleb(-3, _MONEY)
-    if "input" not in values or "output" not in values:
+    if "input" not in values:
         return None
+    # Embedding models have no output price: priced as input-only (see PriceVersion.input_only).
+    values.setdefault("output", Decimal(0))
     return ClassRates(**values)
 
 
@@ -340,6 +342,7 @@ def _resolve_catalog(
         source=f"{CATALOG_VERSION} catalog",
         per_million=base,
         tiers=tuple(tiers),
+        input_only=getattr(price, "output_mtok", None) is None,
     )
 
 
@@ -419,6 +422,8 @@ class Pricer:
             return Unpriced(f"no price for {provider}/{model} at {at.isoformat()}")
         version = card.version
         counts = tokens.__dict__
+        if version.input_only and (counts["output"] or counts["reasoning"]):
+            return Unpriced(f"{provider}/{model} has a price for input only, not for its output")
         pairs, fee = card.select(
             counts["input_uncached"]
             + counts["cache_read"]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ingest.pricing import Cost, price_event, price_tokens
+from ingest.pricing import Cost, Pricer, Unpriced, price_event, price_tokens
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
 
 NOON = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -321,3 +321,15 @@ def test_priced_event_wire_carries_exact_decimal_strings() -> None:
     assert back == priced
     assert type(back.cost_usd) is Decimal
     assert back.cost_usd == Decimal("0.000114025")
+
+
+def test_an_embedding_model_is_priced_on_input_and_refuses_output() -> None:
+    # text-embedding-3-small: $0.02 per million input tokens, no output price
+    embedded = price_tokens(
+        "openai", "text-embedding-3-small", TokenCounts(input_uncached=1000), NOON
+    )
+    assert embedded is not None and embedded.total_usd == Decimal("0.00002")
+    with_output = Pricer().price(
+        "openai", "text-embedding-3-small", TokenCounts(input_uncached=10, output=5), NOON
+    )
+    assert isinstance(with_output, Unpriced) and "input only" in with_output.reason
