@@ -7,12 +7,49 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
+
 REPO = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = REPO.parent / "shared" / "provider-samples"
+"""Real provider payloads, kept beside the repository (see its README)."""
+
+
+def provider_sample(name: str) -> Path:
+    """The path of one provider sample; skips the test when the samples are not there."""
+    if not SAMPLES_DIR.is_dir():
+        pytest.skip(
+            f"provider samples folder not found at {SAMPLES_DIR} "
+            "(expected ../shared/provider-samples next to the repo root)"
+        )
+    path = SAMPLES_DIR / name
+    if not path.is_file():
+        pytest.skip(f"provider sample {name} not found in {SAMPLES_DIR}")
+    return path
+
+
+def usage_event(tokens: TokenCounts | None = None, **fields: Any) -> UsageEvent:
+    """A valid usage event of acme calling openai/gpt-4o-mini; `fields` override anything."""
+    values: dict[str, Any] = {
+        "event_id": new_event_id(),
+        "event_time": datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
+        "tenant": "acme",
+        "endpoint": "chat.completions",
+        "requested_model": "gpt-4o-mini",
+        "served_model": "gpt-4o-mini",
+        "provider": "openai",
+        "provider_model": "gpt-4o-mini",
+        "tokens": tokens or TokenCounts(),
+    }
+    values.update(fields)
+    return UsageEvent(**values)
 
 
 def free_port() -> int:

@@ -28,7 +28,8 @@ from ingest.price_book import (
 )
 from ingest.pricing import Cost, Pricer, UsageInvariantError
 from ingest.token_usage import UsageMismatch, from_openai_chat_usage
-from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
+from ingest.usage_event import TokenCounts, UsageEvent
+from tests.support import usage_event
 from tokenops.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -462,20 +463,7 @@ def test_wrong_total_tokens_is_refused(
 
 
 def _event(tokens: TokenCounts, **fields: Any) -> UsageEvent:
-    values: dict[str, Any] = {
-        "event_id": new_event_id(),
-        "event_time": datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
-        "tenant": "acme",
-        "endpoint": "chat.completions",
-        "requested_model": "gpt-4o-mini",
-        "served_model": "gpt-4o-mini",
-        "provider": "openai",
-        "provider_model": "gpt-4o-mini",
-        "tokens": tokens,
-        "usage_source": "provider",
-    }
-    values.update(fields)
-    return UsageEvent(**values)
+    return usage_event(tokens, **{"usage_source": "provider", **fields})
 
 
 @_settings(100)

@@ -5,45 +5,20 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ingest.token_usage import UsageMismatch, from_openai_chat_usage
-from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
-
-# tests/ingest/<this file> -> parents[2] is the repo root; shared/ is its sibling.
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "provider-samples"
+from ingest.usage_event import TokenCounts, UsageEvent
+from tests.support import provider_sample, usage_event
 
 
 def make_event(tokens: TokenCounts, **overrides: Any) -> UsageEvent:
-    fields: dict[str, Any] = {
-        "event_id": new_event_id(),
-        "event_time": datetime(2025, 6, 1, 12, 0, tzinfo=UTC),
-        "tenant": "acme",
-        "endpoint": "chat.completions",
-        "requested_model": "gpt-4o-mini",
-        "served_model": "gpt-4o-mini",
-        "provider": "openai",
-        "provider_model": "gpt-4o-mini",
-        "tokens": tokens,
-    }
-    fields.update(overrides)
-    return UsageEvent(**fields)
+    return usage_event(tokens, **overrides)
 
 
-def _sample_path(name: str) -> Path:
-    if not SAMPLES_DIR.is_dir():
-        pytest.skip(
-            f"provider samples folder not found at {SAMPLES_DIR.resolve()} "
-            "(expected ../shared/provider-samples next to the repo root)"
-        )
-    path = SAMPLES_DIR / name
-    if not path.is_file():
-        pytest.skip(f"provider sample {name} not found in {SAMPLES_DIR.resolve()}")
-    return path
+_sample_path = provider_sample
 
 
 def _sse_usage(text: str) -> dict[str, Any]:

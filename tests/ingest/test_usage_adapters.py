@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,21 +25,9 @@ from ingest.token_usage import (
     usage_violation,
 )
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
+from tests.support import provider_sample
 
-# tests/ingest/<this file> -> parents[2] is the repo root; shared/ is its sibling.
-SAMPLES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-samples"
-
-
-def sample_path(name: str) -> Path:
-    if not SAMPLES_DIR.is_dir():
-        pytest.skip(
-            f"provider samples folder not found at {SAMPLES_DIR} "
-            "(expected ../shared/provider-samples next to the repo root)"
-        )
-    path = SAMPLES_DIR / name
-    if not path.is_file():
-        pytest.skip(f"provider sample {name} not found in {SAMPLES_DIR}")
-    return path
+sample_path = provider_sample
 
 
 def load_json(name: str) -> Any:
