@@ -32,6 +32,10 @@ class AlertEvent(BaseModel):
     created_at: AwareDatetime
     trigger_event_id: str | None = None
     message: str
+    budget_id: str | None = None
+    """The budget whose threshold this alert is about (budget alerts only)."""
+    explanation: dict[str, Any] | None = None
+    """Anomaly alerts: what changed, with the change in cost split into its causes."""
 
     def to_wire(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

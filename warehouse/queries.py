@@ -96,7 +96,8 @@ def alert_rows(
         params.append(kind)
     result = cur.execute(
         f"""SELECT alert_id AS id, kind, tenant, scope, state, period, period_start, threshold,
-                   limit_usd, spend_usd, created_at, trigger_event_id, message
+                   limit_usd, spend_usd, created_at, trigger_event_id, message, budget_id,
+                   explanation
             FROM alerts WHERE {" AND ".join(where)} ORDER BY created_at DESC""",
         params,
     )
@@ -105,6 +106,7 @@ def alert_rows(
     for values in result.fetchall():
         row = dict(zip(columns, values, strict=True))
         row["scope"] = json.loads(row["scope"])
+        row["explanation"] = json.loads(row["explanation"]) if row["explanation"] else None
         for key in ("limit_usd", "spend_usd"):
             row[key] = money(row[key]) if row[key] is not None else None
         row["threshold"] = money(row["threshold"]) if row["threshold"] is not None else None

@@ -56,8 +56,12 @@ CREATE TABLE IF NOT EXISTS alerts (
     created_at        TIMESTAMPTZ NOT NULL,
     trigger_event_id  VARCHAR,
     message           VARCHAR NOT NULL,
-    loaded_at         TIMESTAMPTZ NOT NULL
+    loaded_at         TIMESTAMPTZ NOT NULL,
+    budget_id         VARCHAR,
+    explanation       JSON
 );
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS budget_id VARCHAR;
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS explanation JSON;
 
 -- Records that could not be loaded, with the reason: kept and counted, never silently dropped.
 CREATE TABLE IF NOT EXISTS quarantine (

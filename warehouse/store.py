@@ -78,6 +78,7 @@ def call_row(event: UsageEvent, loaded_at: datetime) -> dict[str, Any]:
 def alert_row(alert: AlertEvent, loaded_at: datetime) -> dict[str, Any]:
     row = alert.model_dump(exclude={"schema_version"})
     row["scope"] = json.dumps(alert.scope)
+    row["explanation"] = json.dumps(alert.explanation) if alert.explanation is not None else None
     for money in ("threshold", "limit_usd", "spend_usd"):
         row[money] = _money(row[money])
     row["loaded_at"] = loaded_at
