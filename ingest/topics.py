@@ -20,6 +20,8 @@ BUDGET_STATE = "tokenops.budget.state.v1"
 ALERTS = "tokenops.alerts.v1"
 DEAD_LETTERS = "tokenops.deadletter.v1"
 PRICE_VERSIONS = "tokenops.prices.v1"
+BUDGETS = "tokenops.budgets.v1"
+ALERT_DELIVERIES = "tokenops.alert-deliveries.v1"
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(USAGE_EVENTS, partitions=3),
@@ -28,4 +30,6 @@ PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ALERTS, partitions=1),
     TopicSpec(DEAD_LETTERS, partitions=1),
     TopicSpec(PRICE_VERSIONS, partitions=1, compacted=True),
+    TopicSpec(BUDGETS, partitions=1, compacted=True),
+    TopicSpec(ALERT_DELIVERIES, partitions=1),
 )
