@@ -25,14 +25,22 @@ from relay.state import CallerDep, Relay, RelayDep
 from relay.tenants import TenantDirectory
 from relay.upstream_transport import AiohttpTransport
 from relay.usage_publisher import UsagePublisher
+from streams.budgets import load_budgets
 from tokenops.broker import port_is_open
-from tokenops.settings import Settings, get_settings
+from tokenops.settings import Settings, get_settings, load_pricer
 
 log = logging.getLogger("tokenops.relay")
 
 
 def build_relay(settings: Settings) -> Relay:
     publisher = UsagePublisher(settings.bootstrap, settings.spool_dir)
+    gate = BudgetGate(
+        settings.bootstrap,
+        load_budgets(settings.config_dir / "budgets.yaml"),
+        lambda: load_pricer(settings),
+        default_output_tokens=settings.reservation_output_tokens,
+        hold_ttl_s=settings.request_deadline_s + settings.reservation_confirm_s,
+    )
     return Relay(
         settings=settings,
         catalog=ModelCatalog.load(settings.config_dir / "models.yaml", settings),
@@ -43,8 +51,8 @@ def build_relay(settings: Settings) -> Relay:
         ),
         publisher=publisher,
         breakers=CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s),
-        gate=BudgetGate(settings.bootstrap),
-        metrics=RelayMetrics(publisher),
+        gate=gate,
+        metrics=RelayMetrics(publisher, gate),
     )
 
 

@@ -20,6 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from ingest.token_usage import StreamUsage
 from ingest.usage_event import Outcome, UsageEvent
+from relay.budget_gate import Reservation
 from relay.errors import UpstreamFailed
 from relay.metering import Attribution, CallMeter
 from relay.model_catalog import Target
@@ -53,6 +54,8 @@ class Call:
     client_headers: Mapping[str, str]
     client_gone: Callable[[], Awaitable[bool]]
     """True once the client has disconnected (checked while streaming)."""
+    reservation: Reservation | None = None
+    """The call's hold on its hard budgets; each event settles it (see relay.budget_gate)."""
 
 
 def upstream_headers(call: Call, target: Target) -> dict[str, str]:
@@ -121,7 +124,8 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
                         outcome="upstream_error",
                         http_status=upstream.status_code,
                         error_code=fallback_reason,
-                    )
+                    ),
+                    call.reservation,
                 )
                 continue
             if call.stream and upstream.status_code == 200:
@@ -138,7 +142,10 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
         except httpx.TimeoutException:
             breaker.failure()
             fallback_reason = "timeout"
-            relay.publish(meter.event(outcome="timeout", http_status=None, error_code="timeout"))
+            relay.publish(
+                meter.event(outcome="timeout", http_status=None, error_code="timeout"),
+                call.reservation,
+            )
             failure = UpstreamFailed(f"Upstream {target.provider} timed out.", timeout=True)
             continue
         except httpx.HTTPError as exc:
@@ -147,7 +154,8 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
             relay.publish(
                 meter.event(
                     outcome="connection_error", http_status=None, error_code=type(exc).__name__
-                )
+                ),
+                call.reservation,
             )
             failure = UpstreamFailed(f"Upstream {target.provider} could not be reached.")
             continue
@@ -155,7 +163,7 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
             breaker.failure()
         else:
             breaker.success()
-        relay.publish(completed_event(call, meter, upstream.status_code, content))
+        relay.publish(completed_event(call, meter, upstream.status_code, content), call.reservation)
         return Response(
             content,
             status_code=upstream.status_code,
@@ -270,4 +278,6 @@ async def relay_stream(
             service_tier=tier,
             partial=outcome != "ok",
         )
-        relay.publish(event)
+        relay.publish(event, call.reservation)
+        if call.reservation is not None:
+            relay.gate.finish(call.reservation)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from relay.budget_gate import BudgetGate
 from relay.usage_publisher import UsagePublisher
 
 
 class RelayMetrics:
-    def __init__(self, publisher: UsagePublisher) -> None:
+    def __init__(self, publisher: UsagePublisher, gate: BudgetGate) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tokenops_relay_requests",
@@ -53,3 +54,15 @@ class RelayMetrics:
             registry=self.registry,
         )
         queued.set_function(lambda: publisher.queued)
+        budgets = Gauge(
+            "tokenops_relay_budgets",
+            "Budgets the hard gate knows (from the budgets file and topic).",
+            registry=self.registry,
+        )
+        budgets.set_function(lambda: len(gate.book))
+        holds = Gauge(
+            "tokenops_relay_budget_holds",
+            "Reservations and settled calls the budget ledger has not counted yet.",
+            registry=self.registry,
+        )
+        holds.set_function(gate.holds)

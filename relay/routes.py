@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 
+from relay.budget_gate import CallScope, Refusal
 from relay.errors import (
     BodyTooLarge,
     BudgetExceeded,
@@ -25,7 +27,6 @@ from relay.errors import (
 from relay.forwarding import Call, Endpoint, forward
 from relay.metering import Attribution
 from relay.state import Relay, current_caller
-from streams.budgets import period_end
 
 router = APIRouter()
 
@@ -82,19 +83,20 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         )
     if caller.allowed_models is not None and model not in caller.allowed_models:
         raise PermissionDenied(f"This key may not use the model `{model}`.", param="model")
-    blocked = relay.gate.blocked(caller.tenant)
-    if blocked is not None:
-        ends = period_end(blocked.period_start, blocked.period)
-        raise BudgetExceeded(
-            f"Tenant {caller.tenant!r} has used its {blocked.period} budget of "
-            f"${blocked.limit_usd} (spent ${blocked.spend_usd}); calls resume {ends.isoformat()}.",
-            retry_after_s=int((ends - datetime.now(UTC)).total_seconds()),
-        )
     attribution = Attribution.from_request(request.headers, body)
     if caller.allowed_features is not None and attribution.feature not in caller.allowed_features:
         error = PermissionDenied(f"This key may not be used for feature {attribution.feature!r}.")
         error.code = "feature_not_allowed"
         raise error
+    scope = CallScope(caller.tenant, caller.key_id, attribution.feature, model, targets[0].model)
+    reservation = relay.gate.reserve(
+        scope, targets, body, size, with_output=endpoint is not EMBEDDINGS
+    )
+    if isinstance(reservation, Refusal):
+        raise BudgetExceeded(
+            reservation.message(),
+            retry_after_s=int((reservation.period_end - datetime.now(UTC)).total_seconds()),
+        )
     call = Call(
         endpoint=endpoint,
         caller=caller,
@@ -105,12 +107,18 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         prompt_chars=size,
         client_headers=request.headers,
         client_gone=request.is_disconnected,
+        reservation=reservation,
     )
+    streaming = False
     try:
         response = await forward(relay, call, targets)
+        streaming = isinstance(response, StreamingResponse)
     except RelayError as exc:
         relay.metrics.requests.labels(endpoint.name, str(exc.status)).inc()
         raise
+    finally:
+        if reservation is not None and not streaming:  # a stream finishes it when it ends
+            relay.gate.finish(reservation)
     relay.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
     relay.metrics.latency.labels(endpoint.name).observe(time.perf_counter() - started)
     return response

@@ -9,7 +9,7 @@ import httpx
 from fastapi import Depends, Request
 
 from ingest.usage_event import UsageEvent
-from relay.budget_gate import BudgetGate
+from relay.budget_gate import BudgetGate, Reservation
 from relay.circuit_breaker import CircuitBreakers
 from relay.errors import AuthenticationFailed
 from relay.metrics import RelayMetrics
@@ -30,8 +30,10 @@ class Relay:
     gate: BudgetGate
     metrics: RelayMetrics
 
-    def publish(self, event: UsageEvent) -> None:
+    def publish(self, event: UsageEvent, reservation: Reservation | None = None) -> None:
         self.publisher.publish(event)
+        if reservation is not None:
+            self.gate.settle(reservation, event)
         if event.outcome != "ok":
             self.metrics.upstream_errors.labels(event.provider, event.outcome).inc()
 

@@ -1,6 +1,9 @@
-"""The faust app: usage -> price -> priced usage -> budget ledger -> alerts.
+"""The faust app: usage -> price -> budget ledger -> alerts, in one agent step per batch.
 
-Delivery is at-least-once (faust acks an event after its agent step finished); the ledger is
+One agent prices each usage event, publishes it on the priced topic and counts it in the budget
+ledger, so an event is decoded once and a budget alert is one Kafka hop from the model call.
+It takes events in small batches (at most 50 ms old) and writes each ledger partial it moved once
+per batch. Delivery is at-least-once (faust acks a batch after its step finished); the ledger is
 idempotent by event_id, so redelivery never counts twice. Events that cannot be decoded, or whose
 usage contradicts the provider's totals, go to the dead-letter topic with the reason and the
 agents keep running. A model without a price raises one `unpriced` alert (its id is derived from
@@ -11,30 +14,33 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaConsumer
+import faust.streams as faust_streams
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from ingest.alert_event import AlertEvent, alert_id
-from ingest.budget_state import BudgetState
 from ingest.price_book import PriceVersion
 from ingest.pricing import UsageInvariantError
 from ingest.topics import (
     ALERTS,
     BUDGET_STATE,
+    BUDGETS,
     DEAD_LETTERS,
+    PIPELINE_TOPICS,
     PRICE_VERSIONS,
     PRICED_USAGE,
     USAGE_EVENTS,
 )
 from ingest.usage_event import UsageEvent
 from streams.budget_ledger import BudgetLedger
-from streams.budgets import load_budgets
+from streams.budgets import BudgetBook, load_budgets
 from tokenops.settings import Settings, load_pricer
 
 APP_ID = os.environ.get("TOKENOPS_STREAMS_APP_ID", "tokenops-streams")
@@ -63,14 +69,27 @@ def unpriced_alert(event: UsageEvent) -> AlertEvent:
     )
 
 
+def writing_for(record: faust.EventT) -> None:
+    """Table writes that follow go to the changelog partition of `record`.
+
+    A faust table writes its changelog to the partition of the stream's current event, read from
+    a context variable. Within a batch the agent sets it per record; the variable is local to the
+    agent's task, so the stream's own buffering task (which tracks the events to ack) is not
+    affected.
+    """
+    faust_streams._current_event.set(weakref.ref(record))
+
+
 def create_app(settings: Settings) -> faust.App:
     brokers = [f"kafka://{address.strip()}" for address in settings.bootstrap.split(",")]
+    partitions = next(t.partitions for t in PIPELINE_TOPICS if t.name == USAGE_EVENTS)
+    (settings.data_dir / "streams").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         APP_ID,
         broker=brokers,
         store="memory://",
         datadir=str(settings.data_dir / "streams"),
-        topic_partitions=3,
+        topic_partitions=partitions,
         topic_replication_factor=1,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
@@ -81,75 +100,117 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=3.0,
     )
 
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(
-            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
+    usage_topic = app.topic(
+        USAGE_EVENTS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
 
-    usage_topic = raw_topic(USAGE_EVENTS)
-    priced_topic = raw_topic(PRICED_USAGE)
-    alerts_topic = raw_topic(ALERTS)
-    dead_letters = raw_topic(DEAD_LETTERS)
-    budget_state_topic = raw_topic(BUDGET_STATE)
+    async def emit(topic: str, key: bytes | None, value: bytes) -> None:
+        """Hand a record to the Kafka producer without waiting for the broker. faust flushes the
+        producer before it commits the offsets of the events that caused it (at-least-once)."""
+        await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
     pricer = load_pricer(settings)
-    ledger = BudgetLedger(load_budgets(settings.config_dir / "budgets.yaml"))
-    spend = app.Table("budget_spend", key_type=str, value_type=str, partitions=3)
-    seen = app.Table("budget_seen_events", key_type=str, value_type=bool, partitions=3)
-    unpriced_seen = app.Table("unpriced_models", key_type=str, value_type=bool, partitions=3)
+    book = BudgetBook(load_budgets(settings.config_dir / "budgets.yaml"))
+    ledger = BudgetLedger(book, partitions)
+    # Counts and seen marks share one table so one changelog orders them (see BudgetLedger).
+    ledger_table = app.Table("budget_ledger", key_type=str, value_type=str, partitions=partitions)
+    # faust restores str and int table values from a changelog, not bool: 1 means seen.
+    unpriced_seen = app.Table(
+        "unpriced_models", key_type=str, value_type=int, partitions=partitions
+    )
 
-    async def decoded(
-        stream: faust.StreamT[Any], source: str
-    ) -> AsyncIterator[tuple[bytes, UsageEvent]]:
-        async for key, value in stream.items():
-            try:
-                yield key, UsageEvent.from_wire(value)
-            except (ValidationError, ValueError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                await dead_letters.send(key=key, value=dead_letter(source, value, reason))
+    async def send_alerts(alerts: list[AlertEvent]) -> None:
+        for alert in alerts:
+            await emit(ALERTS, alert.alert_id.encode(), alert.to_wire())
+
+    async def price(key: bytes | None, value: bytes) -> UsageEvent | None:
+        """The priced event, or None once the record is dead-lettered with its reason."""
+        try:
+            event = UsageEvent.from_wire(value)
+        except (ValidationError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            await emit(DEAD_LETTERS, key, dead_letter(USAGE_EVENTS, value, reason))
+            return None
+        try:
+            priced = pricer.price_event(event)
+        except UsageInvariantError as exc:
+            reason = f"usage invariant: {exc}"
+            await emit(DEAD_LETTERS, key, dead_letter(USAGE_EVENTS, value, reason))
+            return None
+        await emit(PRICED_USAGE, key, priced.to_wire())
+        model_key = f"{priced.provider}/{priced.provider_model}"
+        if priced.price_status == "unpriced" and not unpriced_seen.get(model_key):
+            unpriced_seen[model_key] = 1
+            await send_alerts([unpriced_alert(priced)])
+        return priced
 
     @app.agent(usage_topic)
-    async def price_usage(stream: faust.StreamT[Any]) -> None:
-        async for key, event in decoded(stream, USAGE_EVENTS):
-            try:
-                priced = pricer.price_event(event)
-            except UsageInvariantError as exc:
-                reason = f"usage invariant: {exc}"
-                await dead_letters.send(
-                    key=key, value=dead_letter(USAGE_EVENTS, event.to_wire(), reason)
-                )
-                continue
-            await priced_topic.send(key=key, value=priced.to_wire())
-            model_key = f"{priced.provider}/{priced.provider_model}"
-            if priced.price_status == "unpriced" and not unpriced_seen.get(model_key):
-                unpriced_seen[model_key] = True
-                await alerts_topic.send(key=key, value=unpriced_alert(priced).to_wire())
+    async def price_and_count(events: faust.StreamT[Any]) -> None:
+        stream = cast(faust.Stream[Any], events)  # take_events is on the concrete class
+        assigned: set[Any] = set()
+        async for batch in stream.take_events(2000, within=0.05):
+            if app.assignor.assigned_actives() != assigned:  # a rebalance: re-read the marks
+                assigned = set(app.assignor.assigned_actives())
+                ledger.forget_marks()
+            by_partition: dict[int, list[tuple[faust.EventT, UsageEvent]]] = {}
+            for record in batch:
+                writing_for(record)
+                priced = await price(record.key, record.value)
+                if priced is not None:
+                    by_partition.setdefault(record.message.partition, []).append((record, priced))
+            for partition, items in by_partition.items():
+                writing_for(items[-1][0])
+                batch_id = str(items[0][0].message.offset)
+                step = ledger.apply((e for _, e in items), partition, ledger_table, batch_id)
+                await send_alerts(step.alerts)
+                for state in step.states:
+                    await emit(BUDGET_STATE, state.key(), state.to_wire())
 
-    @app.agent(priced_topic)
-    async def budget_ledger(stream: faust.StreamT[Any]) -> None:
-        async for key, event in decoded(stream, PRICED_USAGE):
-            states: list[BudgetState] = []
-            for alert in ledger.apply(event, spend, seen, states):
-                await alerts_topic.send(key=key, value=alert.to_wire())
-            for state in states:
-                await budget_state_topic.send(key=state.key(), value=state.to_wire())
+    @app.timer(interval=5.0)
+    async def review_budgets() -> None:
+        """RECOVERED when a period ends or a changed budget no longer crosses a threshold."""
+        await send_alerts(ledger.review(ledger_table, datetime.now(UTC)))
 
     @app.task
     async def follow_price_versions() -> None:
         """Every worker reads every price version (no consumer group) into its price book."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(PRICE_VERSIONS) or {0}
-            consumer.assign([TopicPartition(PRICE_VERSIONS, p) for p in partitions])
-            await consumer.seek_to_beginning()
-            async for record in consumer:
-                try:
-                    pricer.book.add(PriceVersion.model_validate_json(record.value or b""))
-                except ValidationError as exc:
-                    reason = str(exc).splitlines()[0]
-                    await dead_letters.send(value=dead_letter(PRICE_VERSIONS, record.value, reason))
-        finally:
-            await consumer.stop()
+
+        def add(record: ConsumerRecord) -> None:
+            pricer.book.add(PriceVersion.model_validate_json(record.value or b""))
+
+        await follow(settings.bootstrap, PRICE_VERSIONS, add, emit)
+
+    @app.task
+    async def follow_budgets() -> None:
+        """Every worker reads every budget change made at run time (no consumer group)."""
+
+        def apply(record: ConsumerRecord) -> None:
+            book.apply_record(record.key, record.value)
+
+        await follow(settings.bootstrap, BUDGETS, apply, emit)
 
     return app
+
+
+async def follow(
+    bootstrap: str,
+    topic: str,
+    apply: Callable[[ConsumerRecord], None],
+    emit: Callable[[str, bytes | None, bytes], Awaitable[None]],
+) -> None:
+    """Read a compacted topic from its beginning and keep applying its records; a record that
+    does not validate goes to the dead-letter topic with the reason."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or {0}
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        async for record in consumer:
+            try:
+                apply(record)
+            except ValidationError as exc:
+                reason = str(exc).splitlines()[0]
+                await emit(DEAD_LETTERS, None, dead_letter(topic, record.value, reason))
+    finally:
+        await consumer.stop()

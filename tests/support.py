@@ -8,13 +8,16 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from ingest.alert_event import AlertEvent
+from ingest.topics import ALERTS
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +53,37 @@ def usage_event(tokens: TokenCounts | None = None, **fields: Any) -> UsageEvent:
     }
     values.update(fields)
     return UsageEvent(**values)
+
+
+def alert_event(tenant: str, **fields: Any) -> AlertEvent:
+    """A new BREACH of `tenant`'s monthly budget; `fields` override anything."""
+    values: dict[str, Any] = {
+        "alert_id": new_event_id(),
+        "kind": "budget",
+        "tenant": tenant,
+        "scope": {"tenant": tenant},
+        "state": "BREACH",
+        "period": "month",
+        "period_start": datetime(2026, 11, 1, tzinfo=UTC),
+        "threshold": Decimal("1.0"),
+        "limit_usd": Decimal("250.00"),
+        "spend_usd": Decimal("250.000000000000000123"),
+        "created_at": datetime(2026, 11, 3, 12, 0, tzinfo=UTC),
+        "message": f"{tenant} spent $250.000000000000000123 of its month budget $250.00",
+        "budget_id": "b-1",
+    }
+    values.update(fields)
+    return AlertEvent(**values)
+
+
+def publish_alerts(bootstrap: str, *alerts: AlertEvent) -> None:
+    """Publish on the alerts topic the way streams does (key = tenant), in order."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for alert in alerts:
+            producer.send(ALERTS, key=alert.tenant.encode(), value=alert.to_wire()).get(timeout=10)
+    finally:
+        producer.close()
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ MONEY_MODULES = [
     "ingest/alert_event.py",
     "streams/budget_ledger.py",
     "streams/budgets.py",
+    "streams/webhook_payloads.py",
     "warehouse/store.py",
     "warehouse/queries.py",
     "warehouse/corrections.py",

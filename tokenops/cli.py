@@ -162,6 +162,18 @@ def _prices() -> None:
 _prices()
 
 
+def _alerts() -> None:
+    from tokenops.alerts_cli import alerts_app
+
+    for command in alerts_app.registered_commands:
+        assert command.callback is not None
+        command.callback = one_line_errors(command.callback)
+    app.add_typer(alerts_app, name="alerts")
+
+
+_alerts()
+
+
 @app.command()
 @one_line_errors
 def up(

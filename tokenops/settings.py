@@ -43,8 +43,21 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(120.0, gt=0)
     request_deadline_s: float = Field(300.0, gt=0)
     """A call's whole budget across fallback attempts."""
+    reservation_output_tokens: int = Field(4096, gt=0)
+    """Output tokens a hard budget reserves for a call that does not set max_tokens."""
+    reservation_confirm_s: float = Field(60.0, gt=0)
+    """How long after its deadline a call's hold waits for the ledger to count its event."""
     breaker_failures: int = Field(5, ge=1)
     breaker_cooldown_s: float = Field(10.0, gt=0)
+
+    alert_delivery_attempts: int = Field(6, ge=1, le=100)
+    """Webhook attempts per alert (across restarts) before it is recorded as failed."""
+    alert_delivery_backoff_s: float = Field(1.0, gt=0)
+    """Wait after a first failed attempt; doubles per attempt, with jitter."""
+    alert_delivery_max_backoff_s: float = Field(60.0, gt=0)
+    """Cap on any wait between attempts, a webhook's Retry-After included."""
+    alert_delivery_timeout_s: float = Field(10.0, gt=0)
+    """Per attempt, from connecting to the end of the response."""
 
     @property
     def bootstrap(self) -> str:
@@ -61,6 +74,10 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def webhooks_path(self) -> Path:
+        return self.config_dir / "webhooks.yaml"
 
     @property
     def price_book_path(self) -> Path:

@@ -91,6 +91,7 @@ def pipeline_children(settings: Settings, demo: bool) -> list[Child]:
         Child("simulator", "simulator", _http_ok(f"{settings.simulator_url}/healthz")),
         Child("relay", "relay", _http_ok(f"{relay}/healthz")),
         Child("streams", "streams"),
+        Child("alert-delivery", "alerts deliver"),
         Child("warehouse", "warehouse", _http_ok(f"{warehouse}/healthz")),
     ]
     if demo:
@@ -124,6 +125,7 @@ def run_pipeline(settings: Settings, demo: bool) -> int:
             f"  query API:                 http://{settings.warehouse_host}:"
             f"{settings.warehouse_port}/api/costs\n"
             f"  kafka:                     {settings.bootstrap}\n"
+            "  alerts:                    tokenops alerts tail\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

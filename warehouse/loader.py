@@ -4,7 +4,8 @@ Per micro-batch (up to 5,000 records or 1 s): decode, price with ingest.pricing,
 batch to DuckDB in one transaction, apply any new price versions (correction rows for the calls
 they re-price), send undecodable or invalid records to the dead-letter topic, and only then
 commit the Kafka offsets. A crash anywhere before the offset commit re-delivers the batch, which
-the store skips by event_id and price version id: at-least-once delivery, exactly-once effect.
+the store skips by event_id, alert_id, delivery_id and price version id: at-least-once
+delivery, exactly-once effect.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from ingest.alert_delivery import AlertDelivery
 from ingest.alert_event import AlertEvent
 from ingest.price_book import PriceVersion
 from ingest.pricing import Pricer, UsageInvariantError
-from ingest.topics import ALERTS, DEAD_LETTERS, PRICE_VERSIONS, USAGE_EVENTS
+from ingest.topics import ALERT_DELIVERIES, ALERTS, DEAD_LETTERS, PRICE_VERSIONS, USAGE_EVENTS
 from ingest.usage_event import UsageEvent
 from warehouse.store import Quarantined, WarehouseStore
 
@@ -37,6 +39,7 @@ class LoaderStats:
     loaded: int = 0
     duplicates: int = 0
     alerts: int = 0
+    deliveries: int = 0
     quarantined: int = 0
     corrections: int = 0
     last_load_at: datetime | None = None
@@ -95,6 +98,28 @@ class WarehouseLoader:
                 )
         return calls, alerts, versions, quarantined
 
+    def decode_deliveries(
+        self, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[list[AlertDelivery], list[Quarantined]]:
+        """Records of the alert deliveries topic (kept apart from `decode`'s topics)."""
+        deliveries: list[AlertDelivery] = []
+        quarantined: list[Quarantined] = []
+        for record in records:
+            value = record.value or b""
+            try:
+                deliveries.append(AlertDelivery.model_validate_json(value))
+            except ValidationError as exc:
+                quarantined.append(
+                    Quarantined(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        reason=_reason(exc),
+                        payload=value.decode("utf-8", errors="replace"),
+                    )
+                )
+        return deliveries, quarantined
+
     def reconcile_price_versions(self) -> int:
         """Apply every own price version the warehouse has not applied yet (e.g. added while
         it was down, or after the embedded broker lost its topics)."""
@@ -111,6 +136,7 @@ class WarehouseLoader:
             USAGE_EVENTS,
             ALERTS,
             PRICE_VERSIONS,
+            ALERT_DELIVERIES,
             bootstrap_servers=self._bootstrap,
             group_id=GROUP_ID,
             client_id="tokenops-warehouse",
@@ -138,8 +164,13 @@ class WarehouseLoader:
     async def _load(
         self, records: list[ConsumerRecord[bytes, bytes]], producer: AIOKafkaProducer
     ) -> None:
-        calls, alerts, versions, quarantined = self.decode(records)
-        result = await asyncio.to_thread(self._store.load, calls, alerts, quarantined)
+        delivery_records = [r for r in records if r.topic == ALERT_DELIVERIES]
+        calls, alerts, versions, quarantined = self.decode(
+            [r for r in records if r.topic != ALERT_DELIVERIES]
+        )
+        deliveries, bad_deliveries = self.decode_deliveries(delivery_records)
+        quarantined += bad_deliveries
+        result = await asyncio.to_thread(self._store.load, calls, alerts, quarantined, deliveries)
         for version in versions:
             self.pricer.book.add(version)
         if versions:
@@ -162,5 +193,6 @@ class WarehouseLoader:
         stats.loaded += result.inserted
         stats.duplicates += result.duplicates
         stats.alerts += len(alerts)
+        stats.deliveries += len(deliveries)
         stats.quarantined += len(quarantined)
         stats.last_load_at = datetime.now(UTC)

@@ -63,6 +63,23 @@ CREATE TABLE IF NOT EXISTS alerts (
 ALTER TABLE alerts ADD COLUMN IF NOT EXISTS budget_id VARCHAR;
 ALTER TABLE alerts ADD COLUMN IF NOT EXISTS explanation JSON;
 
+-- One row per webhook attempt to deliver an alert; columns mirror
+-- ingest.alert_delivery.AlertDelivery (a test checks it). An alert's delivery to a webhook is
+-- attempts 1..n, the last one `delivered` or `failed`; `retrying` rows are the failures between.
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    delivery_id   VARCHAR PRIMARY KEY,
+    alert_id      VARCHAR NOT NULL,
+    webhook       VARCHAR NOT NULL,
+    tenant        VARCHAR NOT NULL,
+    attempt       INTEGER NOT NULL,
+    status        VARCHAR NOT NULL,
+    http_status   INTEGER,
+    error         VARCHAR,
+    delivered_at  TIMESTAMPTZ NOT NULL,
+    latency_ms    INTEGER NOT NULL,
+    loaded_at     TIMESTAMPTZ NOT NULL
+);
+
 -- Records that could not be loaded, with the reason: kept and counted, never silently dropped.
 CREATE TABLE IF NOT EXISTS quarantine (
     source_topic   VARCHAR NOT NULL,

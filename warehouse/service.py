@@ -11,8 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dashboards.web import router as dashboard_router
+from streams.budget_registry import BudgetRegistry
+from streams.budgets import load_budgets
 from tokenops.broker import require_broker
 from tokenops.settings import Settings, get_settings, load_pricer
+from warehouse.budgets_api import router as budgets_router
 from warehouse.loader import WarehouseLoader
 from warehouse.query_api import router as query_router
 from warehouse.store import WarehouseStore
@@ -25,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     require_broker(settings.bootstrap)
     store = WarehouseStore(settings.warehouse_path)
     loader = WarehouseLoader(settings.bootstrap, store, load_pricer(settings))
+    budgets = BudgetRegistry(settings.bootstrap, load_budgets(settings.config_dir / "budgets.yaml"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,19 +45,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 2.0)
 
-        task = asyncio.create_task(supervise())
+        await budgets.start()
+        tasks = [asyncio.create_task(supervise()), asyncio.create_task(budgets.follow(stop))]
         try:
             yield
         finally:
             stop.set()
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(task, 15.0)
+                await asyncio.wait_for(asyncio.gather(*tasks), 15.0)
+            await budgets.close()
             store.close()
 
     app = FastAPI(title="tokenops warehouse", lifespan=lifespan, docs_url="/api/docs")
     app.state.store = store
     app.state.loader = loader
+    app.state.budgets = budgets
     app.include_router(query_router)
+    app.include_router(budgets_router)
     app.include_router(dashboard_router)
 
     @app.get("/healthz")

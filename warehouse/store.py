@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from ingest.alert_delivery import AlertDelivery
 from ingest.alert_event import AlertEvent
 from ingest.price_book import PriceVersion
 from ingest.pricing import Pricer
@@ -85,6 +86,12 @@ def alert_row(alert: AlertEvent, loaded_at: datetime) -> dict[str, Any]:
     return row
 
 
+def delivery_row(delivery: AlertDelivery, loaded_at: datetime) -> dict[str, Any]:
+    row = delivery.model_dump(exclude={"schema_version"})
+    row["loaded_at"] = loaded_at
+    return row
+
+
 class WarehouseStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,11 +131,13 @@ class WarehouseStore:
         calls: list[UsageEvent],
         alerts: list[AlertEvent],
         quarantined: list[Quarantined],
+        deliveries: list[AlertDelivery] | None = None,
     ) -> LoadResult:
         """Write one micro-batch in one transaction; safe to repeat (idempotent by id)."""
         now = datetime.now(UTC)
         unique_calls = {event.event_id: event for event in calls}
         unique_alerts = {alert.alert_id: alert for alert in alerts}
+        unique_deliveries = {d.delivery_id: d for d in deliveries or ()}
         with self._write_lock, self._con.cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
@@ -136,6 +145,11 @@ class WarehouseStore:
                     cur, "calls", [call_row(e, now) for e in unique_calls.values()]
                 )
                 self._insert(cur, "alerts", [alert_row(a, now) for a in unique_alerts.values()])
+                self._insert(
+                    cur,
+                    "alert_deliveries",
+                    [delivery_row(d, now) for d in unique_deliveries.values()],
+                )
                 self._insert(
                     cur,
                     "quarantine",

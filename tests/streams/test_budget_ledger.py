@@ -1,83 +1,194 @@
-"""The budget ledger's arithmetic and idempotence, on plain mappings (the worker uses tables)."""
+"""The budget ledger's arithmetic, idempotence and alert lifecycle, on plain mappings (the worker
+uses faust tables with the same keys)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
-from streams.budget_ledger import BudgetLedger, ledger_key
-from streams.budgets import Budget, period_start
+from ingest.usage_event import TokenCounts, UsageEvent
+from streams.budget_ledger import BudgetLedger, partial_key
+from streams.budgets import Budget, BudgetBook
+from tests.support import usage_event
+
+NOON = datetime(2026, 11, 3, 12, tzinfo=UTC)
 
 
-def priced(cost: str, tenant: str = "acme", at: datetime | None = None) -> UsageEvent:
-    return UsageEvent(
-        event_id=new_event_id(),
-        event_time=at or datetime(2026, 11, 3, 12, tzinfo=UTC),
-        tenant=tenant,
-        endpoint="chat.completions",
-        requested_model="gpt-4o-mini",
-        served_model="gpt-4o-mini",
-        provider="openai",
-        provider_model="gpt-4o-mini",
-        tokens=TokenCounts(input_uncached=1),
+def priced(cost: str, at: datetime = NOON, **fields: Any) -> UsageEvent:
+    return usage_event(
+        TokenCounts(input_uncached=100, output=10),
+        event_time=at,
         price_status="priced",
         cost_usd=Decimal(cost),
+        **fields,
     )
 
 
-BUDGET = Budget(
-    tenant="acme", period="day", limit_usd=Decimal("1.00"), thresholds=(Decimal("0.5"), Decimal(1))
-)
+def budget(**fields: Any) -> Budget:
+    values: dict[str, Any] = {
+        "scope": {"tenant": "acme"},
+        "period": "day",
+        "limit_usd": "1.00",
+        "thresholds": ["0.5", "1.0"],
+    }
+    values.update(fields)
+    return Budget.model_validate(values)
+
+
+class Ledger:
+    """A ledger with its two tables, fed one batch per call from one partition."""
+
+    def __init__(self, *budgets: Budget, partitions: int = 3) -> None:
+        self.book = BudgetBook(budgets)
+        self.ledger = BudgetLedger(self.book, partitions)
+        self.table: dict[str, str] = {}
+        self.batches = 0
+
+    def apply(self, *events: UsageEvent, partition: int = 0, now: datetime = NOON) -> list[str]:
+        self.batches += 1
+        step = self.ledger.apply(events, partition, self.table, str(self.batches), now)
+        self.states = step.states
+        self.alerts = step.alerts
+        return [a.state for a in step.alerts]
+
+    def total(self, b: Budget, at: datetime = NOON) -> Any:
+        return self.ledger.total(b.id, b.window(at)[0], self.table)
 
 
 def test_each_threshold_alerts_once_when_crossed() -> None:
-    ledger = BudgetLedger([BUDGET])
-    spend: dict[str, str] = {}
-    seen: dict[str, bool] = {}
-    states = [
-        [a.state for a in ledger.apply(priced(c), spend, seen)]
-        for c in ("0.30", "0.19", "0.01", "0.49", "0.02", "5")
-    ]
+    b = budget()
+    ledger = Ledger(b)
+    states = [ledger.apply(priced(c)) for c in ("0.30", "0.19", "0.01", "0.49", "0.02", "5")]
     assert states == [[], [], ["WARN"], [], ["BREACH"], []]
-    day = period_start(datetime(2026, 11, 3, tzinfo=UTC), "day")
-    assert Decimal(spend[ledger_key("acme", "day", day)]) == Decimal("6.01")
+    assert ledger.total(b).spend_usd == Decimal("6.01")
+    assert ledger.total(b).requests == 6 and ledger.total(b).tokens == 660
 
 
-def test_a_redelivered_event_never_counts_twice() -> None:
-    ledger = BudgetLedger([BUDGET])
-    spend: dict[str, str] = {}
-    seen: dict[str, bool] = {}
+def test_a_redelivered_event_never_counts_twice_in_a_batch_or_later() -> None:
+    b = budget()
+    ledger = Ledger(b)
     event = priced("0.75")
-    first = ledger.apply(event, spend, seen)
-    again = ledger.apply(event, spend, seen)
-    assert [a.state for a in first] == ["WARN"] and again == []
-    month = period_start(event.event_time, "month")
-    assert spend[ledger_key("acme", "month", month)] == "0.75"
+    assert ledger.apply(event, event) == ["WARN"]
+    assert ledger.apply(event) == []
+    assert ledger.total(b).spend_usd == Decimal("0.75") and ledger.total(b).events == 1
 
 
-def test_unpriced_events_and_other_tenants_do_not_move_the_budget() -> None:
-    ledger = BudgetLedger([BUDGET])
-    spend: dict[str, str] = {}
-    seen: dict[str, bool] = {}
+def test_a_restarted_ledger_resumes_from_its_tables_without_realerting() -> None:
+    b = budget()
+    first = Ledger(b)
+    first.apply(priced("0.6"))
+    restarted = Ledger(b)
+    restarted.table, restarted.batches = dict(first.table), first.batches
+    assert restarted.apply(priced("0.3")) == []
+    assert restarted.apply(priced("0.2")) == ["BREACH"]
+    assert restarted.total(b).spend_usd == Decimal("1.1")
+
+
+def test_an_organisation_budget_sums_every_partition() -> None:
+    org = budget(scope={}, limit_usd="1.00", thresholds=["1.0"])
+    ledger = Ledger(org)
+    assert ledger.apply(priced("0.4", tenant="acme"), partition=0) == []
+    assert ledger.apply(priced("0.4", tenant="globex"), partition=1) == []
+    assert ledger.apply(priced("0.3", tenant="initech"), partition=2) == ["BREACH"]
+    assert ledger.alerts[0].tenant == "*" and ledger.alerts[0].scope == {}
+    start = org.window(NOON)[0]
+    assert ledger.table[partial_key(org.id, start, 1)].startswith("0.4|")
+    assert ledger.states[0].partition == 2 and ledger.states[0].spend_usd == Decimal("0.3")
+
+
+def test_scopes_narrow_by_feature_key_and_model() -> None:
+    feature = budget(scope={"tenant": "acme", "feature": "search"}, thresholds=["1.0"])
+    key = budget(scope={"relay_key": "acme-batch"}, thresholds=["1.0"])
+    model = budget(scope={"tenant": "acme", "model": "gpt-4o"}, thresholds=["1.0"])
+    ledger = Ledger(feature, key, model)
+    ledger.apply(priced("2", feature="chat", relay_key_id="acme-demo"))
+    assert ledger.alerts == []
+    ledger.apply(priced("2", feature="search"))
+    assert [a.budget_id for a in ledger.alerts] == [feature.id]
+    ledger.apply(priced("2", relay_key_id="acme-batch", served_model="gpt-4o"))
+    assert {a.budget_id for a in ledger.alerts} == {key.id, model.id}
+
+
+def test_token_and_request_limits_alert_like_money() -> None:
+    b = budget(limit_usd=None, limit_tokens=300, limit_requests=5, thresholds=["1.0"])
+    ledger = Ledger(b)
+    assert ledger.apply(priced("0"), priced("0")) == []
+    assert ledger.apply(priced("0")) == ["BREACH"]  # 330 tokens
+    assert "330 tokens" in ledger.alerts[0].message
+    assert ledger.apply(priced("0"), priced("0")) == ["BREACH"]  # the fifth request
+    assert "requests" in ledger.alerts[0].message
+
+
+def test_unpriced_events_count_tokens_but_no_money() -> None:
+    b = budget(limit_tokens=1000)
+    ledger = Ledger(b)
     unpriced = priced("0").model_copy(update={"price_status": "unpriced", "cost_usd": None})
-    assert ledger.apply(unpriced, spend, seen) == []
-    assert ledger.apply(priced("9", tenant="globex"), spend, seen) == []
-    assert not any(key.startswith("acme|") for key in spend)
+    ledger.apply(unpriced)
+    assert ledger.total(b).spend_usd == 0 and ledger.total(b).tokens == 110
 
 
-def test_alert_ids_are_stable_per_scope_period_and_threshold() -> None:
-    a = BudgetLedger([BUDGET]).apply(priced("2"), {}, {})
-    b = BudgetLedger([BUDGET]).apply(priced("2"), {}, {})
-    assert [x.alert_id for x in a] == [x.alert_id for x in b]
-    assert len({x.alert_id for x in a}) == 2
+def test_alert_ids_are_stable_per_budget_period_and_threshold() -> None:
+    a, b = Ledger(budget()), Ledger(budget())
+    a.apply(priced("2"))
+    b.apply(priced("2"))
+    assert [x.alert_id for x in a.alerts] == [x.alert_id for x in b.alerts]
+    assert len({x.alert_id for x in a.alerts}) == 2
 
 
-def test_periods_reset_on_calendar_boundaries() -> None:
-    ledger = BudgetLedger([BUDGET])
-    spend: dict[str, str] = {}
-    seen: dict[str, bool] = {}
-    ledger.apply(priced("0.9", at=datetime(2026, 11, 3, 23, 59, tzinfo=UTC)), spend, seen)
-    alerts = ledger.apply(priced("0.9", at=datetime(2026, 11, 4, 0, 1, tzinfo=UTC)), spend, seen)
-    assert [a.state for a in alerts] == ["WARN"]  # a new day: 0.9 of 1.00, not 1.8
-    assert spend["acme|month|2026-11-01"] == "1.8"
+def test_periods_reset_at_local_midnight() -> None:
+    tokyo = budget(timezone="Asia/Tokyo", thresholds=["0.5"])
+    ledger = Ledger(tokyo)
+    before = datetime(2026, 11, 3, 14, 59, tzinfo=UTC)  # 23:59 in Tokyo
+    after = datetime(2026, 11, 3, 15, 1, tzinfo=UTC)  # 00:01 the next day in Tokyo
+    assert ledger.apply(priced("0.4", at=before), now=before) == []
+    assert ledger.apply(priced("0.4", at=after), now=after) == []  # a new day: 0.4, not 0.8
+    assert ledger.total(tokyo, after).spend_usd == Decimal("0.4")
+
+
+def test_a_breach_recovers_once_when_the_period_ends() -> None:
+    b = budget()
+    ledger = Ledger(b)
+    ledger.apply(priced("1.5"))
+    assert ledger.ledger.review(ledger.table, NOON) == []
+    tomorrow = datetime(2026, 11, 4, 0, 0, 5, tzinfo=UTC)
+    recovered = ledger.ledger.review(ledger.table, tomorrow)
+    assert [a.state for a in recovered] == ["RECOVERED"] and "period ended" in recovered[0].message
+    assert ledger.ledger.review(ledger.table, tomorrow) == []
+
+
+def test_a_raised_limit_recovers_the_budget() -> None:
+    b = budget()
+    ledger = Ledger(b)
+    ledger.apply(priced("0.6"))
+    ledger.book.put(b.model_copy(update={"limit_usd": Decimal("10")}))
+    recovered = ledger.ledger.review(ledger.table, NOON)
+    assert [a.state for a in recovered] == ["RECOVERED"]
+    assert ledger.apply(priced("5")) == ["WARN"]  # the new limit's 50 %
+
+
+def test_a_crash_that_lost_a_partial_but_kept_its_marks_counts_the_events_again() -> None:
+    b = budget()
+    ledger = Ledger(b)
+    ledger.apply(priced("0.1"))
+    durable = dict(ledger.table)
+    batch = [priced("0.2"), priced("0.3")]
+    ledger.apply(*batch)
+    key = partial_key(b.id, b.window(NOON)[0], 0)
+    crashed = Ledger(b)  # the marks of the batch reached the changelog, its partial did not
+    crashed.table = {k: v for k, v in ledger.table.items() if k != key} | {key: durable[key]}
+    crashed.batches = ledger.batches
+    crashed.apply(*batch)  # redelivered from the last committed offset
+    crashed.apply(*batch)  # and duplicated once more
+    assert crashed.total(b).spend_usd == Decimal("0.6") and crashed.total(b).events == 3
+
+
+def test_hard_budget_states_name_the_events_they_counted() -> None:
+    b = budget(hard=True)
+    ledger = Ledger(b)
+    events = [priced("0.1"), priced("0.1")]
+    ledger.apply(*events)
+    assert ledger.states[0].counted == tuple(e.event_id for e in events)
+    soft = Ledger(budget())
+    soft.apply(*events)
+    assert soft.states[0].counted == ()

@@ -1,0 +1,147 @@
+"""Budgets at run time, on the whole pipeline: the budgets API, a hard limit under 50 concurrent
+calls from the official SDK, and the alert lifecycle up to RECOVERED."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import Pipeline, poll, running_pipeline
+
+pytestmark = pytest.mark.slow
+
+LIMIT = Decimal("0.002")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    budgets = [{"tenant": "acme", "period": "month", "limit_usd": "1000"}]
+    with running_pipeline(tmp_path_factory.mktemp("budgets"), budgets) as pipeline:
+        yield pipeline
+
+
+def test_budgets_are_listed_created_changed_and_deleted(pipeline: Pipeline) -> None:
+    api = f"{pipeline.api}/api/budgets"
+    listed = httpx.get(api).json()["budgets"]
+    assert [b["scope"] for b in listed] == [{"tenant": "acme"}]
+    assert listed[0]["current_period"]["measures"]["usd"]["limit"] == "1000"
+
+    body = {
+        "scope": {"tenant": "globex", "feature": "search"},
+        "period": "week",
+        "timezone": "Europe/Berlin",
+        "limit_usd": "2.50",
+        "thresholds": [0.5, 0.8, 1.0],
+    }
+    created = httpx.post(api, json=body)
+    assert created.status_code == 201, created.text
+    budget = created.json()
+    assert budget["id"] and budget["limit_usd"] == "2.50" and budget["hard"] is False
+    assert budget["current_period"]["start"].endswith("+00:00")
+
+    changed = httpx.put(f"{api}/{budget['id']}", json={**body, "hard": True}).json()
+    assert changed["hard"] is True and changed["id"] == budget["id"]
+    assert httpx.get(f"{api}/{budget['id']}").json()["hard"] is True
+
+    bad = httpx.post(api, json={**body, "period": "fortnight"})
+    assert bad.status_code == 422 and "period" in bad.json()["detail"]
+    assert httpx.post(api, json={**body, "id": budget["id"]}).status_code == 409
+    assert httpx.delete(f"{api}/{budget['id']}").status_code == 204
+    assert httpx.get(f"{api}/{budget['id']}").status_code == 404
+    assert httpx.delete(f"{api}/{budget['id']}").status_code == 404
+
+
+async def burst(pipeline: Pipeline, calls: int) -> list[Any]:
+    sdk = openai.AsyncOpenAI(
+        base_url=f"{pipeline.relay}/v1", api_key="sk-globex-demo", max_retries=0
+    )
+
+    async def one(i: int) -> Any:
+        try:
+            return await sdk.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"Summarise ticket {i} for the team."}],
+                max_tokens=50,
+                extra_headers={"x-feature": "burst"},
+            )
+        except openai.RateLimitError as exc:
+            return exc
+
+    try:
+        return await asyncio.gather(*(one(i) for i in range(calls)))
+    finally:
+        await sdk.close()
+
+
+def wait_for_metric(url: str, line: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while line not in httpx.get(url).text:
+        assert time.monotonic() < deadline, f"{url} never showed {line!r}"
+        time.sleep(0.2)
+
+
+def test_a_hard_limit_holds_under_50_concurrent_calls(pipeline: Pipeline) -> None:
+    api = f"{pipeline.api}/api/budgets"
+    budget = httpx.post(
+        api,
+        json={
+            "scope": {"tenant": "globex", "feature": "burst"},
+            "period": "day",
+            "limit_usd": str(LIMIT),
+            "thresholds": [0.1, 1.0],
+            "hard": True,
+        },
+    ).json()
+    wait_for_metric(f"{pipeline.relay}/metrics", "tokenops_relay_budgets 2.0")
+    results = asyncio.run(burst(pipeline, 50))
+    served = [r for r in results if not isinstance(r, openai.RateLimitError)]
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert served and refused, f"{len(served)} served, {len(refused)} refused"
+    assert {r.code for r in refused} == {"budget_exceeded"}
+    assert all("x-should-retry" in r.response.headers for r in refused)
+
+    # The ledger counts every served call once; what they cost stays within the limit.
+    counted = poll(
+        f"{pipeline.api}/api/costs?group_by=feature&tenant=globex",
+        lambda b: any(r["feature"] == "burst" and r["requests"] == len(served) for r in b["rows"]),
+    )
+    row = next(r for r in counted["rows"] if r["feature"] == "burst")
+    warehouse_cost = Decimal(row["cost_usd"])
+    view = poll(
+        f"{api}/{budget['id']}",
+        lambda b: Decimal(b["current_period"]["measures"]["usd"]["used"]) == warehouse_cost,
+    )
+    assert Decimal(view["current_period"]["measures"]["usd"]["used"]) <= LIMIT
+
+    # Once over half the limit the budget warned, once; raising the limit recovers it.
+    alerts = poll(
+        f"{pipeline.api}/api/alerts?tenant=globex&kind=budget",
+        lambda b: any(a["budget_id"] == budget["id"] for a in b["alerts"]),
+    )["alerts"]
+    mine = [a for a in alerts if a["budget_id"] == budget["id"]]
+    assert [a["state"] for a in mine] == ["WARN"]
+    raised = {k: v for k, v in budget.items() if k not in ("id", "current_period")}
+    httpx.put(f"{api}/{budget['id']}", json={**raised, "limit_usd": "100"}).raise_for_status()
+    recovered = poll(
+        f"{pipeline.api}/api/alerts?tenant=globex&kind=budget",
+        lambda b: any(
+            a["budget_id"] == budget["id"] and a["state"] == "RECOVERED" for a in b["alerts"]
+        ),
+        timeout_s=60,
+    )
+    assert sum(a["state"] == "RECOVERED" for a in recovered["alerts"]) == 1
+    wait_for_metric(f"{pipeline.relay}/metrics", "tokenops_relay_budget_holds 0.0")
+    sdk = openai.OpenAI(base_url=f"{pipeline.relay}/v1", api_key="sk-globex-demo", max_retries=0)
+    assert sdk.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "again"}],
+        max_tokens=10,
+        extra_headers={"x-feature": "burst"},
+    ).usage
