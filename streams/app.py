@@ -40,6 +40,7 @@ from ingest.topics import (
     USAGE_EVENTS,
 )
 from ingest.usage_event import UsageEvent
+from streams.anomaly import AnomalyDetector, load_anomaly_config
 from streams.budget_ledger import BudgetLedger
 from streams.budgets import BudgetBook, load_budgets
 from tokenops.settings import Settings, load_pricer
@@ -128,6 +129,7 @@ def create_app(settings: Settings) -> faust.App:
     pricer = load_pricer(settings)
     book = BudgetBook(load_budgets(settings.config_dir / "budgets.yaml"))
     ledger = BudgetLedger(book, partitions)
+    anomalies = AnomalyDetector(load_anomaly_config(settings.config_dir / "anomaly.yaml"))
     # Counts and seen marks share one table so one changelog orders them (see BudgetLedger).
     ledger_table = app.Table("budget_ledger", key_type=str, value_type=str, partitions=partitions)
     # faust restores str and int table values from a changelog, not bool: 1 means seen.
@@ -154,6 +156,7 @@ def create_app(settings: Settings) -> faust.App:
             await emit(DEAD_LETTERS, key, dead_letter(USAGE_EVENTS, value, reason))
             return None
         await emit(PRICED_USAGE, key, priced.to_wire())
+        anomalies.observe(priced)
         model_key = f"{priced.provider}/{priced.provider_model}"
         if priced.price_status == "unpriced" and not unpriced_seen.get(model_key):
             unpriced_seen[model_key] = 1
@@ -186,6 +189,12 @@ def create_app(settings: Settings) -> faust.App:
     async def review_budgets() -> None:
         """RECOVERED when a period ends or a changed budget no longer crosses a threshold."""
         await send_alerts(ledger.review(ledger_table, datetime.now(UTC)))
+
+    @app.timer(interval=min(5.0, anomalies.config.bucket_s / 2))
+    async def detect_anomalies() -> None:
+        """One explained alert when a key's spend pattern leaves its baseline, one when it
+        returns (see streams.anomaly)."""
+        await send_alerts(anomalies.evaluate(datetime.now(UTC)))
 
     @app.task
     async def follow_price_versions() -> None:

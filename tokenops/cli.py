@@ -143,11 +143,22 @@ def warehouse() -> None:
 def demo_traffic(
     rate: Annotated[float, typer.Option(help="requests per second")] = 4.0,
     count: Annotated[int, typer.Option(help="stop after this many requests (0: never)")] = 0,
+    spike_after: Annotated[
+        float | None, typer.Option(help="start a context-bloat spike after this many seconds")
+    ] = None,
+    spike_tenant: Annotated[str, typer.Option(help="the spiking tenant")] = "acme",
+    spike_prompt_version: Annotated[
+        str, typer.Option(help="the spiking prompt version")
+    ] = "search-v2",
+    spike_factor: Annotated[int, typer.Option(help="prompt size multiplier", min=2)] = 3,
 ) -> None:
     """Send continuous sample traffic from the demo tenants through the relay."""
-    from tokenops.demo_traffic import run
+    from tokenops.demo_traffic import Spike, run
 
-    run(get_settings(), rate=rate, count=count)
+    spike = None
+    if spike_after is not None:
+        spike = Spike(spike_after, spike_tenant, spike_prompt_version, spike_factor)
+    run(get_settings(), rate=rate, count=count, spike=spike)
 
 
 def _prices() -> None:

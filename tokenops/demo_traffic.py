@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
+from dataclasses import dataclass
 
 import httpx
 
@@ -20,20 +21,40 @@ MODELS = ["gpt-4o-mini", "gpt-4o", "deepseek-chat", "claude-3-5-sonnet", "kimi-k
 TOPICS = ["refund policy", "quarterly report", "shipping delay", "password reset", "pricing"]
 
 
-def run(settings: Settings, *, rate: float, count: int) -> None:
+@dataclass(frozen=True)
+class Spike:
+    """From `after_s` seconds on, one tenant's prompt version sends `factor` times the prompt
+    (a context-bloat incident, to see the anomaly detector explain it)."""
+
+    after_s: float
+    tenant: str
+    prompt_version: str
+    factor: int = 3
+
+
+def run(settings: Settings, *, rate: float, count: int, spike: Spike | None = None) -> None:
     url = f"http://{settings.relay_host}:{settings.relay_port}/v1/chat/completions"
     rng = random.Random(7)
     interval = 1.0 / rate
+    began = time.monotonic()
     with httpx.Client(timeout=30.0) as client:
         for sent in itertools.count(1):
             started = time.monotonic()
             tenant = rng.choice(list(TENANTS))
             feature = rng.choice(list(FEATURES))
+            version = rng.choice(FEATURES[feature])
+            repeat = 20
+            if (
+                spike is not None
+                and started - began >= spike.after_s
+                and (tenant, version) == (spike.tenant, spike.prompt_version)
+            ):
+                repeat *= spike.factor
             body = {
                 "model": rng.choice(MODELS),
                 "messages": [
                     {"role": "system", "content": f"You help {tenant} with {feature}."},
-                    {"role": "user", "content": f"Tell me about {rng.choice(TOPICS)}. " * 20},
+                    {"role": "user", "content": f"Tell me about {rng.choice(TOPICS)}. " * repeat},
                 ],
                 "max_tokens": rng.choice([64, 128, 256]),
                 "stream": rng.random() < 0.3,
@@ -41,7 +62,7 @@ def run(settings: Settings, *, rate: float, count: int) -> None:
             headers = {
                 "authorization": f"Bearer {TENANTS[tenant]}",
                 "x-feature": feature,
-                "x-prompt-version": rng.choice(FEATURES[feature]),
+                "x-prompt-version": version,
             }
             try:
                 client.post(url, json=body, headers=headers).read()

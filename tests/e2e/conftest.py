@@ -43,10 +43,15 @@ class Pipeline:
 
 
 @contextmanager
-def running_pipeline(tmp: Path, budgets: list[dict[str, Any]]) -> Iterator[Pipeline]:
+def running_pipeline(
+    tmp: Path, budgets: list[dict[str, Any]], config_files: dict[str, Any] | None = None
+) -> Iterator[Pipeline]:
+    """`config_files` maps a config file name (e.g. anomaly.yaml) to its content."""
     config = tmp / "config"
     shutil.copytree(DEMO_CONFIG_DIR, config)
     (config / "budgets.yaml").write_text(yaml.safe_dump({"budgets": budgets}))
+    for name, content in (config_files or {}).items():
+        (config / name).write_text(yaml.safe_dump(content))
     ports = [free_port() for _ in range(4)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOPS_")}
     env.update(
