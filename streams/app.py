@@ -53,6 +53,16 @@ def dead_letter(source: str, payload: bytes | None, reason: str) -> bytes:
     return json.dumps({"source_topic": source, "reason": reason, "payload": text}).encode()
 
 
+def rejection(exc: Exception) -> str:
+    """Why a record was refused, in one line: every field pydantic objected to, and why."""
+    if isinstance(exc, ValidationError):
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
+        ]
+        return "; ".join(problems[:10])
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def unpriced_alert(event: UsageEvent) -> AlertEvent:
     return AlertEvent(
         alert_id=alert_id("unpriced", event.provider, event.provider_model),
@@ -146,7 +156,7 @@ def create_app(settings: Settings) -> faust.App:
         try:
             event = UsageEvent.from_wire(value)
         except (ValidationError, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = rejection(exc)
             await emit(DEAD_LETTERS, key, dead_letter(USAGE_EVENTS, value, reason))
             return None
         try:
@@ -235,7 +245,7 @@ async def follow(
             try:
                 apply(record)
             except ValidationError as exc:
-                reason = str(exc).splitlines()[0]
+                reason = rejection(exc)
                 await emit(DEAD_LETTERS, None, dead_letter(topic, record.value, reason))
     finally:
         await consumer.stop()

@@ -1,5 +1,6 @@
 """The streams worker on the real broker: every event counted exactly once although each is
-published twice and the worker is killed with SIGKILL mid-stream and restarted."""
+published twice and the worker is killed with SIGKILL mid-stream and restarted; undecodable,
+wrong-version, incomplete and self-contradicting records go to the dead-letter topic."""
 
 from __future__ import annotations
 
@@ -60,6 +61,16 @@ def publish(bootstrap: str, events: list[UsageEvent]) -> None:
         producer.close()
 
 
+def publish_raw(bootstrap: str, tenant: str, values: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for value in values:
+            producer.send(USAGE_EVENTS, key=tenant.encode(), value=value)
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
 def test_duplicates_and_a_killed_worker_count_each_event_once(
     broker: str, tmp_path: Path, services: list[Service]
 ) -> None:
@@ -99,6 +110,13 @@ def test_duplicates_and_a_killed_worker_count_each_event_once(
     expected = sum((pricer.price_event(e).cost_usd or Decimal(0) for e in events), Decimal(0))
     bad_from = end_offsets_by_partition(broker, DEAD_LETTERS)
 
+    bad = [
+        b"\xff\xfe not json",
+        usage_event(tenant=tenant).to_wire().replace(b'"schema_version":1', b'"schema_version":9'),
+        b'{"schema_version": 1, "event_id": "e-1", "tenant": "%s"}' % tenant.encode(),
+        usage_event(tenant=tenant, usage_error="completion_tokens is negative").to_wire(),
+    ]
+    publish_raw(broker, tenant, bad)
     publish(broker, events)
     worker = Service(["streams"], env, tmp_path / "streams-1.log")
     services.append(worker)
@@ -122,4 +140,12 @@ def test_duplicates_and_a_killed_worker_count_each_event_once(
     )
     time.sleep(3)  # anything still in flight would show up as an over-count
     assert ledger_state(broker, budget.id) == (EVENTS, expected)
-    assert read_topic(broker, DEAD_LETTERS, since=bad_from) == []
+    # The bad records went to the dead-letter topic with their reasons, the agent kept going.
+    letters = [json.loads(v) for v in read_topic(broker, DEAD_LETTERS, since=bad_from)]
+    assert {letter["payload"] for letter in letters} == {
+        b.decode("utf-8", errors="replace") for b in bad
+    }
+    reasons = {letter["reason"] for letter in letters}
+    assert any("schema_version" in r for r in reasons)
+    assert any("usage invariant: completion_tokens is negative" in r for r in reasons)
+    assert all(letter["source_topic"] == USAGE_EVENTS for letter in letters)
