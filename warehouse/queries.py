@@ -140,3 +140,29 @@ def correction_rows(
             row[key] = row[key].isoformat()
         rows.append(row)
     return rows
+
+
+def delivery_rows(
+    cur: duckdb.DuckDBPyConnection, alert_id: str | None = None, webhook: str | None = None
+) -> list[dict[str, Any]]:
+    """Every webhook attempt recorded for alerts, newest first."""
+    where: list[str] = ["TRUE"]
+    params: list[object] = []
+    if alert_id is not None:
+        where.append("alert_id = ?")
+        params.append(alert_id)
+    if webhook is not None:
+        where.append("webhook = ?")
+        params.append(webhook)
+    result = cur.execute(
+        f"""SELECT alert_id, webhook, tenant, attempt, status, http_status, error, delivered_at,
+                   latency_ms
+            FROM alert_deliveries WHERE {" AND ".join(where)}
+            ORDER BY delivered_at DESC, attempt DESC LIMIT 1000""",
+        params,
+    )
+    columns = [d[0] for d in result.description]
+    rows = [dict(zip(columns, values, strict=True)) for values in result.fetchall()]
+    for row in rows:
+        row["delivered_at"] = row["delivered_at"].isoformat()
+    return rows

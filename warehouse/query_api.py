@@ -57,6 +57,15 @@ async def alerts(
     return {"alerts": rows}
 
 
+@router.get("/alert-deliveries")
+async def alert_deliveries(
+    store: StoreDep, alert_id: str | None = None, webhook: str | None = None
+) -> dict[str, Any]:
+    """Webhook delivery attempts: delivered, retrying (another attempt follows) or failed."""
+    rows = await asyncio.to_thread(_read, store, queries.delivery_rows, alert_id, webhook)
+    return {"deliveries": rows}
+
+
 @router.get("/corrections")
 async def corrections(store: StoreDep, tenant: str | None = None) -> dict[str, Any]:
     """Re-pricing entries written when price versions were added (append-only)."""

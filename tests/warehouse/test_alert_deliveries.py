@@ -13,6 +13,7 @@ from ingest.alert_delivery import AlertDelivery, DeliveryStatus, delivery_id
 from ingest.pricing import Pricer
 from ingest.topics import ALERT_DELIVERIES
 from ingest.usage_event import new_event_id
+from warehouse import queries
 from warehouse.loader import WarehouseLoader
 from warehouse.store import WarehouseStore
 
@@ -63,7 +64,15 @@ def test_reloaded_records_are_stored_once(tmp_path: Path) -> None:
         rows = cur.execute(
             "SELECT attempt, status, http_status, error FROM alert_deliveries ORDER BY attempt"
         ).fetchall()
+        shown = queries.delivery_rows(cur, alert_id="a1")
+        other = queries.delivery_rows(cur, webhook="pager")
     store.close()
+    assert [(r["attempt"], r["status"]) for r in shown] == [
+        (3, "delivered"),
+        (2, "retrying"),
+        (1, "retrying"),
+    ]
+    assert shown[0]["delivered_at"] == "2026-11-03T12:00:03+00:00" and other == []
     assert rows == [
         (1, "retrying", 503, "HTTP 503"),
         (2, "retrying", None, "Timeout"),
