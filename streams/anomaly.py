@@ -52,11 +52,11 @@ One page per cause. Keys nest: tenant > model > feature > prompt version (a mode
 feature and prompt-version keys whose current window used that model). A broader key does not
 page while a more specific abnormal key accounts for at least `explain_share` of its excess in
 every kind it fired (a prompt-version cost jump accounts for a broader key's cost kinds by its
-cost change); a more specific key does not page while an open broader episode shows the kinds
-it fired (it is part of that incident). So one prompt version tripling its input tokens pages
-once, for the prompt version; an outage spread evenly over many features pages once, for the
-model they share (or the tenant); two features each carrying half of it page twice (if both
-fire before the tenant does).
+cost change); a more specific key does not page while a broader key shows the kinds it fired
+with an open episode, or with over 1 / `explain_share` times its excess (an incident building
+that will page for itself). So one prompt version tripling its input tokens pages once, for the
+prompt version; an outage spread over several features pages once, for the model they share (or
+the tenant).
 
 Explanation. The alert carries the baseline and current profile (cost and calls per minute,
 tokens per call by class, cache hit rate, error and fallback rates, model mix) and the change in
@@ -185,8 +185,9 @@ class AnomalyConfig(BaseModel):
     """Rise of the share of failed calls, absolute."""
     version_cost_ratio: float = Field(1.5, gt=1)
     """A new prompt version's cost per call against its feature's other versions."""
-    explain_share: float = Field(0.5, gt=0, le=1)
-    """A more specific key holding this share of a broader key's excess takes the page."""
+    explain_share: float = Field(0.7, gt=0.5, le=1)
+    """A more specific key holding this share of a broader key's excess takes the page; one
+    holding less is part of a spread incident, which the broader key pages for."""
     recover_after_s: int = Field(60, ge=0)
     """An episode ends once no kind has held for this long."""
 
@@ -1087,11 +1088,17 @@ class AnomalyDetector:
         views: dict[Key, _View],
         findings: dict[Key, dict[AnomalyKind, _Finding]],
     ) -> bool:
-        """An open broader episode showing the same kinds is the incident this key is part of."""
+        """A broader key showing the same kinds holds the incident this key is part of: its open
+        episode, or one building that is over 1 / `explain_share` times this key's size (it
+        pages once it fires, unless a more specific key explains it)."""
+        share = self.config.explain_share
         for k in family:
-            if views[k].series.episode is None or not self._within(k, key, views):
+            outer = findings[k]
+            if not self._within(k, key, views) or not all(f.kind in outer for f in firing):
                 continue
-            if all(f.kind in findings[k] for f in firing):
+            if views[k].series.episode is not None or all(
+                f.excess < share * outer[f.kind].excess for f in firing
+            ):
                 return True
         return False
 

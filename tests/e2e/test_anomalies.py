@@ -63,9 +63,10 @@ def test_a_prompt_version_tripling_its_prompts_is_detected_and_explained(
     finally:
         traffic.terminate()
         traffic.wait(10)
+        detected_after_s = time.monotonic() - spike_at
     assert found, "the spike was not detected"
-    # Detected by the worker within 60 s of the spike (the warehouse loads it a moment later).
-    assert time.monotonic() - spike_at <= 75
+    print(f"spike detected and queryable after {detected_after_s:.1f} s")
+    assert detected_after_s <= 60
     assert len(found) <= 2, found  # one page for the cause, not a flood
     alert = found[-1]
     assert alert["tenant"] == "acme"
