@@ -1,0 +1,101 @@
+"""The price-and-count agent in faust's test context: the real agent, tables and ledger on
+faust's in-memory transport; what it hands the Kafka producer is recorded (the real-broker
+behaviour is covered by test_ledger_recovery.py and the end-to-end tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ingest.alert_event import AlertEvent
+from ingest.budget_state import BudgetState
+from ingest.topics import ALERTS, BUDGET_STATE, DEAD_LETTERS, PRICED_USAGE
+from ingest.usage_event import TokenCounts, UsageEvent
+from streams.app import create_app
+from tests.support import usage_event
+from tokenops.settings import Settings
+
+NOW = datetime.now(UTC)
+
+
+def call(input_tokens: int = 1_000_000) -> UsageEvent:
+    # gpt-4o-mini input: $0.15 per million tokens
+    return usage_event(TokenCounts(input_uncached=input_tokens), event_time=NOW)
+
+
+async def run_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: list[tuple[int, bytes]]
+) -> list[tuple[str, bytes | None, bytes]]:
+    config = tmp_path / "config"
+    config.mkdir()
+    budget = {"id": "acme-day", "tenant": "acme", "period": "day", "limit_usd": "0.40",
+              "thresholds": ["0.5", "1.0"], "hard": True}  # fmt: skip
+    (config / "budgets.yaml").write_text(yaml.safe_dump({"budgets": [budget]}))
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", config_dir=config, data_dir=tmp_path)
+    app = create_app(settings)
+    sent: list[tuple[str, bytes | None, bytes]] = []
+
+    async def record(topic: str, key: bytes | None, value: bytes, **_: Any) -> None:
+        sent.append((topic, key, value))
+
+    monkeypatch.setattr(app.producer, "send", record)
+    async with app.agents["streams.app.price_and_count"].test_context() as agent:
+        for partition, value in records:
+            await agent.put(key=b"acme", value=value, partition=partition)
+        await asyncio.sleep(0.3)  # the agent takes batches of at most 50 ms
+    return sent
+
+
+def on(sent: list[tuple[str, bytes | None, bytes]], topic: str) -> list[bytes]:
+    return [value for t, _, value in sent if t == topic]
+
+
+def test_the_agent_prices_counts_once_and_alerts_per_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, third = call(), call(), call()
+    records = [(0, e.to_wire()) for e in (first, second, first, third, second)]
+    sent = asyncio.run(run_agent(tmp_path, monkeypatch, records))
+
+    priced = [UsageEvent.from_wire(v) for v in on(sent, PRICED_USAGE)]
+    assert {p.cost_usd for p in priced} == {Decimal("0.15")}
+    states = [BudgetState.model_validate_json(v) for v in on(sent, BUDGET_STATE)]
+    assert states[-1].events == 3 and states[-1].spend_usd == Decimal("0.45")
+    assert {e for s in states for e in s.counted} == {
+        first.event_id,
+        second.event_id,
+        third.event_id,
+    }
+    alerts = [AlertEvent.model_validate_json(v) for v in on(sent, ALERTS)]
+    assert [(a.state, a.threshold) for a in alerts] == [
+        ("WARN", Decimal("0.5")),
+        ("BREACH", Decimal("1.0")),
+    ]
+    assert alerts[1].trigger_event_id == third.event_id and alerts[1].budget_id == "acme-day"
+
+
+def test_bad_records_are_dead_lettered_and_the_agent_keeps_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = call(1000)
+    records = [
+        (1, b"\xff not json"),
+        (1, good.to_wire().replace(b'"schema_version":1', b'"schema_version":2')),
+        (1, call(5).model_copy(update={"usage_error": "negative tokens"}).to_wire()),
+        (1, good.to_wire()),
+    ]
+    sent = asyncio.run(run_agent(tmp_path, monkeypatch, records))
+    letters = [json.loads(v) for v in on(sent, DEAD_LETTERS)]
+    assert [letter["reason"] for letter in letters][1:] == [
+        "schema_version: Input should be 1",
+        "usage invariant: negative tokens",
+    ]
+    assert "JSON" in letters[0]["reason"] or "json" in letters[0]["reason"]
+    assert [UsageEvent.from_wire(v).event_id for v in on(sent, PRICED_USAGE)] == [good.event_id]
