@@ -69,7 +69,7 @@ async def burst(pipeline: Pipeline, calls: int) -> list[Any]:
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": f"Summarise ticket {i} for the team."}],
                 max_tokens=50,
-                extra_headers={"x-feature": "burst"},
+                extra_headers={"x-feature": "burst", "x-prompt-version": "burst-v1"},
             )
         except openai.RateLimitError as exc:
             return exc
@@ -78,6 +78,10 @@ async def burst(pipeline: Pipeline, calls: int) -> list[Any]:
         return await asyncio.gather(*(one(i) for i in range(calls)))
     finally:
         await sdk.close()
+
+
+def used(url: str) -> Decimal:
+    return Decimal(httpx.get(url).json()["current_period"]["measures"]["usd"]["used"])
 
 
 def wait_for_metric(url: str, line: str, timeout_s: float = 60) -> None:
@@ -99,7 +103,25 @@ def test_a_hard_limit_holds_under_50_concurrent_calls(pipeline: Pipeline) -> Non
             "hard": True,
         },
     ).json()
+    # A budget counts the calls the ledger sees once it knows the budget: wait until both the
+    # relay (its gate) and the ledger (a first call counted) have it.
     wait_for_metric(f"{pipeline.relay}/metrics", "tokenops_relay_budgets 2.0")
+    sdk = openai.OpenAI(base_url=f"{pipeline.relay}/v1", api_key="sk-globex-demo", max_retries=0)
+    probes = 0
+    while used(f"{api}/{budget['id']}") == 0:
+        assert probes < 60, "the ledger never counted a call for the new budget"
+        sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "probe"}],
+            max_tokens=5,
+            extra_headers={"x-feature": "burst", "x-prompt-version": "probe"},
+        )
+        probes += 1
+        time.sleep(0.5)
+    before = Decimal(-1)
+    while (counted_now := used(f"{api}/{budget['id']}")) != before:
+        before = counted_now  # until the ledger has counted every probe
+        time.sleep(1.5)
     results = asyncio.run(burst(pipeline, 50))
     served = [r for r in results if not isinstance(r, openai.RateLimitError)]
     refused = [r for r in results if isinstance(r, openai.RateLimitError)]
@@ -109,14 +131,16 @@ def test_a_hard_limit_holds_under_50_concurrent_calls(pipeline: Pipeline) -> Non
 
     # The ledger counts every served call once; what they cost stays within the limit.
     counted = poll(
-        f"{pipeline.api}/api/costs?group_by=feature&tenant=globex",
-        lambda b: any(r["feature"] == "burst" and r["requests"] == len(served) for r in b["rows"]),
+        f"{pipeline.api}/api/costs?group_by=prompt_version&tenant=globex",
+        lambda b: any(
+            r["prompt_version"] == "burst-v1" and r["requests"] == len(served) for r in b["rows"]
+        ),
     )
-    row = next(r for r in counted["rows"] if r["feature"] == "burst")
-    warehouse_cost = Decimal(row["cost_usd"])
+    row = next(r for r in counted["rows"] if r["prompt_version"] == "burst-v1")
+    burst_cost = Decimal(row["cost_usd"])
     view = poll(
         f"{api}/{budget['id']}",
-        lambda b: Decimal(b["current_period"]["measures"]["usd"]["used"]) == warehouse_cost,
+        lambda b: Decimal(b["current_period"]["measures"]["usd"]["used"]) == before + burst_cost,
     )
     assert Decimal(view["current_period"]["measures"]["usd"]["used"]) <= LIMIT
 
@@ -137,8 +161,6 @@ def test_a_hard_limit_holds_under_50_concurrent_calls(pipeline: Pipeline) -> Non
         timeout_s=60,
     )
     assert sum(a["state"] == "RECOVERED" for a in recovered["alerts"]) == 1
-    wait_for_metric(f"{pipeline.relay}/metrics", "tokenops_relay_budget_holds 0.0")
-    sdk = openai.OpenAI(base_url=f"{pipeline.relay}/v1", api_key="sk-globex-demo", max_retries=0)
     assert sdk.chat.completions.create(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": "again"}],

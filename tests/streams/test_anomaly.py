@@ -224,8 +224,8 @@ def steady_tenants() -> list[Stream]:
 def test_steady_multi_tenant_traffic_raises_no_alert() -> None:
     sim = Simulation(*steady_tenants(), seed=11)
     assert sim.run(1200) == []
-    # bounded memory: one entry per key however long it runs
-    assert sim.detector.keys == 3 + 3 + 2 + 5  # tenants, features, versions, (tenant, model)s
+    # bounded memory: at most one entry per key however long it runs
+    assert sim.detector.keys <= 3 + 3 + 2 + 5  # tenants, features, versions, (tenant, model)s
 
 
 def test_a_prompt_version_tripling_its_input_is_paged_once_within_a_minute() -> None:
