@@ -1,8 +1,8 @@
 """Streams throughput and call-to-alert latency on the embedded broker:
 `python bench/streams_throughput.py [--events N] [--alerts N]`.
 
-Starts its own embedded broker and one `tokenops streams` worker (own ports, own data dir; both
-stopped by PID at the end), then:
+Starts its own embedded broker and `--workers` `tokenops streams` workers (own ports, own data
+dir; all stopped by PID at the end), then:
 
 1. **Sustained throughput.** Publishes a backlog of N usage events (a realistic model mix over
    the demo tenants, each event under an organisation, a tenant and a feature budget) and measures
@@ -120,13 +120,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--alerts", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=1, help="streams worker processes")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="tokenops-bench-"))
     port = free_port()
     broker = start_embedded_broker(port)
     bootstrap = f"127.0.0.1:{port}"
-    worker: Service | None = None
+    workers: list[Service] = []
     try:
         ensure_topics(bootstrap)
         config = work / "config"
@@ -149,7 +150,9 @@ def main() -> None:
             "TOKENOPS_CONFIG_DIR": str(config),
             "TOKENOPS_DATA_DIR": str(work / "data"),
         }
-        worker = Service(["streams"], env, work / "streams.log")
+        workers = [
+            Service(["streams"], env, work / f"streams-{i}.log") for i in range(args.workers)
+        ]
         first_at = None
         progress = (0, time.monotonic())
         counted = LedgerProgress(bootstrap, "org")
@@ -163,10 +166,10 @@ def main() -> None:
             if done > progress[0]:
                 progress = (done, now)
             elif now - progress[1] > 30:
-                log = (work / "streams.log").read_text()
+                log = (work / "streams-0.log").read_text()
                 raise SystemExit(f"no progress for 30 s at {done:,} priced events:\n{log[-3000:]}")
-            if worker.process.poll() is not None:
-                log = (work / "streams.log").read_text()
+            if any(w.process.poll() is not None for w in workers):
+                log = (work / "streams-0.log").read_text()
                 raise SystemExit(f"the worker exited:\n{log[-3000:]}")
             time.sleep(0.2)
         assert first_at is not None
@@ -215,7 +218,7 @@ def main() -> None:
         print(json.dumps({"events_per_s": round(rate), "alert_p50_ms": round(p50),
                           "alert_p99_ms": round(p99)}))  # fmt: skip
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.stop()
         broker.terminate()
         broker.wait(10)
