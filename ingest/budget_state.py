@@ -72,3 +72,24 @@ class BudgetUsage(BaseModel):
         if name == "usd":
             return self.spend_usd
         return Decimal(self.tokens if name == "tokens" else self.requests)
+
+
+class BudgetPartials:
+    """The latest partial per (budget, partition), as read from the budget-state topic, and the
+    totals they make. A record older than the one held (earlier period, or fewer events) is
+    ignored, so reading the topic twice or out of order changes nothing."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, dict[int, BudgetState]] = {}
+
+    def apply(self, state: BudgetState) -> None:
+        partials = self._latest.setdefault(state.budget_id, {})
+        current = partials.get(state.partition)
+        if current is None or (state.period_start, state.events) >= (
+            current.period_start,
+            current.events,
+        ):
+            partials[state.partition] = state
+
+    def usage(self, budget_id: str, start: datetime, end: datetime) -> BudgetUsage:
+        return BudgetUsage.total(self._latest.get(budget_id, {}).values(), start, end)

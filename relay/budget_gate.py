@@ -42,7 +42,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
-from ingest.budget_state import BudgetState, BudgetUsage
+from ingest.budget_state import BudgetPartials, BudgetState, BudgetUsage
 from ingest.pricing import Cost, Pricer, UsageInvariantError
 from ingest.topics import BUDGET_STATE, BUDGETS
 from ingest.usage_event import TokenCounts, UsageEvent
@@ -120,7 +120,7 @@ class BudgetGate:
         self._pricer: Pricer | None = None
         self._default_output_tokens = default_output_tokens
         self._hold_ttl_s = hold_ttl_s
-        self._partials: dict[str, dict[int, BudgetState]] = {}
+        self._partials = BudgetPartials()
         self._holds: dict[str, dict[str, Hold]] = {}
         self._counted: dict[str, float] = {}
         """Event ids the ledger counted before their call settled here (a race), briefly."""
@@ -208,7 +208,7 @@ class BudgetGate:
         """What the ledger has counted for the budget's current period."""
         start, end = budget.window(now or datetime.now(UTC))
         with self._lock:
-            return BudgetUsage.total(self._partials.get(budget.id, {}).values(), start, end)
+            return self._partials.usage(budget.id, start, end)
 
     def held(self, budget_id: str) -> int:
         with self._lock:
@@ -235,7 +235,7 @@ class BudgetGate:
     def _used(
         self, budget: Budget, start: datetime, end: datetime, clock: float
     ) -> dict[str, Decimal]:
-        counted = BudgetUsage.total(self._partials.get(budget.id, {}).values(), start, end)
+        counted = self._partials.usage(budget.id, start, end)
         used = {measure: counted.measure(measure) for measure in ("usd", "tokens", "requests")}
         holds = self._holds.get(budget.id, {})
         for hold_id, hold in list(holds.items()):
@@ -256,13 +256,7 @@ class BudgetGate:
             log.warning("ignoring an undecodable budget state record")
             return
         with self._lock:
-            partials = self._partials.setdefault(state.budget_id, {})
-            current = partials.get(state.partition)
-            if current is None or (state.period_start, state.events) >= (
-                current.period_start,
-                current.events,
-            ):
-                partials[state.partition] = state
+            self._partials.apply(state)
             holds = self._holds.get(state.budget_id, {})
             clock = time.monotonic()
             for event_id in state.counted:

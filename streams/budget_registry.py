@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from ingest.budget_state import BudgetState, BudgetUsage
+from ingest.budget_state import BudgetPartials, BudgetState, BudgetUsage
 from ingest.topics import BUDGET_STATE, BUDGETS
 from streams.budgets import Budget, BudgetBook
 
@@ -31,7 +31,7 @@ class BudgetRegistry:
     def __init__(self, bootstrap: str, budgets: list[Budget]) -> None:
         self._bootstrap = bootstrap
         self.book = BudgetBook(budgets)
-        self._partials: dict[str, dict[int, BudgetState]] = {}
+        self._partials = BudgetPartials()
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -73,14 +73,7 @@ class BudgetRegistry:
             if topic == BUDGETS:
                 self.book.apply_record(key, value)
             elif value is not None:
-                state = BudgetState.model_validate_json(value)
-                partials = self._partials.setdefault(state.budget_id, {})
-                current = partials.get(state.partition)
-                if current is None or (state.period_start, state.events) >= (
-                    current.period_start,
-                    current.events,
-                ):
-                    partials[state.partition] = state
+                self._partials.apply(BudgetState.model_validate_json(value))
         except ValidationError:
             log.warning("ignoring an undecodable record on %s", topic)
 
@@ -99,7 +92,7 @@ class BudgetRegistry:
 
     def usage(self, budget: Budget, now: datetime | None = None) -> BudgetUsage:
         start, end = budget.window(now or datetime.now(UTC))
-        return BudgetUsage.total(self._partials.get(budget.id, {}).values(), start, end)
+        return self._partials.usage(budget.id, start, end)
 
     def view(self, budget: Budget, now: datetime | None = None) -> dict[str, Any]:
         """The budget as the API shows it: its definition, this period's use and the pace."""
