@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import aiokafka
 import faust
 import faust.streams as faust_streams
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -81,20 +80,6 @@ def unpriced_alert(event: UsageEvent) -> AlertEvent:
     )
 
 
-class _PromptConsumer(aiokafka.AIOKafkaConsumer):
-    """faust's consumer, asking the broker to answer a fetch within 50 ms.
-
-    faust hard-codes fetch_max_wait_ms=1500. The embedded broker (Tansu) holds a fetch that
-    spans partitions without new data for most of that wait even when another partition has
-    some, which put up to 0.8 s between a model call and the agent seeing it. faust creates its
-    consumer from the aiokafka module's attribute, so the worker process swaps this class in.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["fetch_max_wait_ms"] = 50
-        super().__init__(*args, **kwargs)
-
-
 def writing_for(record: faust.EventT) -> None:
     """Table writes that follow go to the changelog partition of `record`.
 
@@ -107,7 +92,6 @@ def writing_for(record: faust.EventT) -> None:
 
 
 def create_app(settings: Settings) -> faust.App:
-    aiokafka.AIOKafkaConsumer = _PromptConsumer
     brokers = [f"kafka://{address.strip()}" for address in settings.bootstrap.split(",")]
     partitions = next(t.partitions for t in PIPELINE_TOPICS if t.name == USAGE_EVENTS)
     (settings.data_dir / "streams").mkdir(parents=True, exist_ok=True)
