@@ -89,7 +89,7 @@ from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from statistics import median
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -107,15 +107,7 @@ AnomalyKind = Literal[
     "model_mix_shift",
     "spend_spike",
 ]
-KINDS: tuple[AnomalyKind, ...] = (
-    "prompt_version_cost_jump",
-    "silent_fallback",
-    "error_storm",
-    "cache_hit_drop",
-    "context_bloat",
-    "model_mix_shift",
-    "spend_spike",
-)
+KINDS: tuple[AnomalyKind, ...] = get_args(AnomalyKind)
 """Most specific first: an episode's anomaly is the first of these that fired."""
 
 _COST_KINDS = frozenset({"spend_spike", "context_bloat", "cache_hit_drop", "model_mix_shift"})

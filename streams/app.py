@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from ingest.alert_event import AlertEvent, alert_id
 from ingest.price_book import PriceVersion
 from ingest.pricing import UsageInvariantError
+from ingest.rejection import rejection
 from ingest.topics import (
     ALERTS,
     BUDGET_STATE,
@@ -50,16 +51,6 @@ APP_ID = os.environ.get("TOKENOPS_STREAMS_APP_ID", "tokenops-streams")
 def dead_letter(source: str, payload: bytes | None, reason: str) -> bytes:
     text = payload.decode("utf-8", errors="replace") if payload is not None else None
     return json.dumps({"source_topic": source, "reason": reason, "payload": text}).encode()
-
-
-def rejection(exc: Exception) -> str:
-    """Why a record was refused, in one line: every field pydantic objected to, and why."""
-    if isinstance(exc, ValidationError):
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
-        ]
-        return "; ".join(problems[:10])
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def unpriced_alert(event: UsageEvent) -> AlertEvent:
@@ -146,7 +137,7 @@ def create_app(settings: Settings) -> faust.App:
         try:
             priced = pricer.price_event(event)
         except UsageInvariantError as exc:
-            reason = f"usage invariant: {exc}"
+            reason = rejection(exc)
             await emit(DEAD_LETTERS, key, dead_letter(USAGE_EVENTS, value, reason))
             return None
         await emit(PRICED_USAGE, key, priced.to_wire())

@@ -161,28 +161,23 @@ def demo_traffic(
     run(get_settings(), rate=rate, count=count, spike=spike)
 
 
-def _prices() -> None:
+def _add_group(group: typer.Typer, name: str) -> None:
+    """A command group whose commands, like the others, fail with one line."""
+    for command in group.registered_commands:
+        assert command.callback is not None
+        command.callback = one_line_errors(command.callback)
+    app.add_typer(group, name=name)
+
+
+def _groups() -> None:
+    from tokenops.alerts_cli import alerts_app
     from tokenops.prices_cli import prices_app
 
-    for command in prices_app.registered_commands:
-        assert command.callback is not None
-        command.callback = one_line_errors(command.callback)
-    app.add_typer(prices_app, name="prices")
+    _add_group(prices_app, "prices")
+    _add_group(alerts_app, "alerts")
 
 
-_prices()
-
-
-def _alerts() -> None:
-    from tokenops.alerts_cli import alerts_app
-
-    for command in alerts_app.registered_commands:
-        assert command.callback is not None
-        command.callback = one_line_errors(command.callback)
-    app.add_typer(alerts_app, name="alerts")
-
-
-_alerts()
+_groups()
 
 
 @app.command()

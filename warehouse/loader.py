@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from ingest.alert_delivery import AlertDelivery
 from ingest.alert_event import AlertEvent
 from ingest.price_book import PriceVersion
-from ingest.pricing import Pricer, UsageInvariantError
+from ingest.pricing import Pricer
+from ingest.rejection import rejection
 from ingest.topics import ALERT_DELIVERIES, ALERTS, DEAD_LETTERS, PRICE_VERSIONS, USAGE_EVENTS
 from ingest.usage_event import UsageEvent
 from warehouse.store import Quarantined, WarehouseStore
@@ -45,14 +46,14 @@ class LoaderStats:
     last_load_at: datetime | None = None
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, UsageInvariantError):
-        return f"usage invariant: {exc}"
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        return f"{where}: {first['msg']}"
-    return f"{type(exc).__name__}: {exc}"
+def _quarantined(record: ConsumerRecord[bytes, bytes], value: bytes, exc: Exception) -> Quarantined:
+    return Quarantined(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        reason=rejection(exc),
+        payload=value.decode("utf-8", errors="replace"),
+    )
 
 
 class WarehouseLoader:
@@ -87,15 +88,7 @@ class WarehouseLoader:
                 else:
                     alerts.append(AlertEvent.model_validate_json(value))
             except (ValidationError, ValueError) as exc:
-                quarantined.append(
-                    Quarantined(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        reason=_reason(exc),
-                        payload=value.decode("utf-8", errors="replace"),
-                    )
-                )
+                quarantined.append(_quarantined(record, value, exc))
         return calls, alerts, versions, quarantined
 
     def decode_deliveries(
@@ -109,15 +102,7 @@ class WarehouseLoader:
             try:
                 deliveries.append(AlertDelivery.model_validate_json(value))
             except ValidationError as exc:
-                quarantined.append(
-                    Quarantined(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        reason=_reason(exc),
-                        payload=value.decode("utf-8", errors="replace"),
-                    )
-                )
+                quarantined.append(_quarantined(record, value, exc))
         return deliveries, quarantined
 
     def reconcile_price_versions(self) -> int:
