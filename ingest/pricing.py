@@ -442,6 +442,29 @@ class Pricer:
         usd = {name: _convert(atto, numerator, denominator) for name, atto in lines.items()}
         return Cost(version.id, version.currency, lines, rate, usd)
 
+    def cache_savings_usd(self, event: UsageEvent) -> Decimal | None:
+        """What caching saved on a priced event: its cost with every cached input token (read or
+        written) billed as uncached input, minus its actual cost. Negative when cache writes cost
+        more than the reads saved; None when the event is not priced."""
+        tokens = event.tokens
+        if event.cost_usd is None:
+            return None
+        if not (tokens.cache_read or tokens.cache_write or tokens.cache_write_1h):
+            return Decimal(0)
+        uncached = self.price(
+            event.provider,
+            event.provider_model,
+            TokenCounts(
+                input_uncached=tokens.input_total, output=tokens.output, reasoning=tokens.reasoning
+            ),
+            event.event_time,
+            event.tenant,
+            event.service_tier,
+        )
+        if isinstance(uncached, Unpriced):
+            return None
+        return uncached.total_usd - event.cost_usd
+
     def price_event(self, event: UsageEvent) -> UsageEvent:
         """The event with its pricing fields set; raises UsageInvariantError on bad usage."""
         violation = usage_violation(event)

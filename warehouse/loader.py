@@ -155,7 +155,14 @@ class WarehouseLoader:
         )
         deliveries, bad_deliveries = self.decode_deliveries(delivery_records)
         quarantined += bad_deliveries
-        result = await asyncio.to_thread(self._store.load, calls, alerts, quarantined, deliveries)
+        savings = {
+            e.event_id: saved
+            for e in calls
+            if (saved := self.pricer.cache_savings_usd(e)) is not None
+        }
+        result = await asyncio.to_thread(
+            self._store.load, calls, alerts, quarantined, deliveries, savings
+        )
         for version in versions:
             self.pricer.book.add(version)
         if versions:

@@ -39,8 +39,12 @@ CREATE TABLE IF NOT EXISTS calls (
     fx_rate                DECIMAL(38, 18),
     cost_usd               DECIMAL(38, 18),
     cost_by_class          JSON,
-    loaded_at              TIMESTAMPTZ NOT NULL
+    loaded_at              TIMESTAMPTZ NOT NULL,
+    -- Cost with every cached input token billed as uncached input, minus cost_usd (the loader
+    -- prices it with the same price version); negative when cache writes cost more than reads saved.
+    cache_savings_usd      DECIMAL(38, 18)
 );
+ALTER TABLE calls ADD COLUMN IF NOT EXISTS cache_savings_usd DECIMAL(38, 18);
 
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id          VARCHAR PRIMARY KEY,

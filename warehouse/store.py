@@ -63,7 +63,9 @@ def money_json(amounts: dict[str, Decimal] | None) -> str | None:
     return json.dumps({name: str(value) for name, value in amounts.items()})
 
 
-def call_row(event: UsageEvent, loaded_at: datetime) -> dict[str, Any]:
+def call_row(
+    event: UsageEvent, loaded_at: datetime, cache_savings_usd: Decimal | None = None
+) -> dict[str, Any]:
     row = event.model_dump(exclude={"tokens"})
     for name, column in TOKEN_COLUMNS.items():
         row[column] = getattr(event.tokens, name)
@@ -73,6 +75,7 @@ def call_row(event: UsageEvent, loaded_at: datetime) -> dict[str, Any]:
         row[money] = _money(row[money])
     row["cost_by_class"] = money_json(event.cost_by_class)
     row["loaded_at"] = loaded_at
+    row["cache_savings_usd"] = _money(cache_savings_usd)
     return row
 
 
@@ -132,17 +135,19 @@ class WarehouseStore:
         alerts: list[AlertEvent],
         quarantined: list[Quarantined],
         deliveries: list[AlertDelivery] | None = None,
+        cache_savings: dict[str, Decimal] | None = None,
     ) -> LoadResult:
         """Write one micro-batch in one transaction; safe to repeat (idempotent by id)."""
         now = datetime.now(UTC)
         unique_calls = {event.event_id: event for event in calls}
         unique_alerts = {alert.alert_id: alert for alert in alerts}
         unique_deliveries = {d.delivery_id: d for d in deliveries or ()}
+        savings = cache_savings or {}
         with self._write_lock, self._con.cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
                 inserted = self._insert(
-                    cur, "calls", [call_row(e, now) for e in unique_calls.values()]
+                    cur, "calls", [call_row(e, now, savings.get(e.event_id)) for e in unique_calls.values()]
                 )
                 self._insert(cur, "alerts", [alert_row(a, now) for a in unique_alerts.values()])
                 self._insert(

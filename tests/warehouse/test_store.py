@@ -48,7 +48,7 @@ def test_calls_table_matches_the_event_contract(store: WarehouseStore) -> None:
     with store.cursor() as cur:
         columns = {row[0] for row in cur.execute("DESCRIBE calls").fetchall()}
     contract = (set(UsageEvent.model_fields) - {"tokens"}) | set(TOKEN_COLUMNS.values())
-    assert columns == contract | {"loaded_at"}
+    assert columns == contract | {"loaded_at", "cache_savings_usd"}
 
 
 def test_reloading_the_same_events_counts_each_once(store: WarehouseStore) -> None:
