@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test test-fast lint typecheck bench clean
+.PHONY: install up test test-fast lint typecheck bench clean focus-validator
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,32 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck focus-validator
 	$(BIN)/pytest -q -ra
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
+
+# The FinOps Foundation's FOCUS validator (needs Python >= 3.12), used by the FOCUS export tests.
+# The first candidate interpreter that runs and is new enough (a pyenv shim may exist but not run).
+# focus-validator 2.2.1 pins numpy<2 but not pyarrow, whose 26.x needs NumPy 2.
+FOCUS_VALIDATOR := .bench/focus-validator/.installed-2.2.1-pyarrow-lt26
+PY312_CANDIDATES := python3.12 python3.13 python3 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3)
+
+$(FOCUS_VALIDATOR):
+	rm -rf .bench/focus-validator
+	for py in $(PY312_CANDIDATES); do \
+	  if $$py -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	    $$py -m venv .bench/focus-validator \
+	    && .bench/focus-validator/bin/python -m pip install --quiet 'focus-validator==2.2.1' \
+	         'pyarrow<26' \
+	    && .bench/focus-validator/bin/python -c 'import focus_validator.main, pyarrow.lib' \
+	    && touch $@ && exit 0; \
+	    rm -rf .bench/focus-validator; echo "focus-validator did not install" >&2; exit 1; \
+	  fi; \
+	done; echo "focus-validator needs Python >= 3.12: none found ($(PY312_CANDIDATES))" >&2; exit 1
+
+focus-validator: $(FOCUS_VALIDATOR)
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

@@ -255,6 +255,9 @@ class PriceBook:
         self.generation += 1
         return True
 
+    def __contains__(self, version_id: object) -> bool:
+        return version_id in self._ids
+
     def add_fx(self, rate: FxRate) -> None:
         rates = self._fx.setdefault(rate.currency, [])
         rates.append(rate)

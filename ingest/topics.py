@@ -22,6 +22,9 @@ DEAD_LETTERS = "tokenops.deadletter.v1"
 PRICE_VERSIONS = "tokenops.prices.v1"
 BUDGETS = "tokenops.budgets.v1"
 ALERT_DELIVERIES = "tokenops.alert-deliveries.v1"
+USAGE_IMPORTS = "tokenops.usage.imports.v1"
+"""Historical usage loaded with `tokenops ingest import`: read by the warehouse only, so old
+calls never reach live budgets or anomaly baselines, and replay rebuilds them like the rest."""
 
 PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(USAGE_EVENTS, partitions=3),
@@ -32,4 +35,5 @@ PIPELINE_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PRICE_VERSIONS, partitions=1, compacted=True),
     TopicSpec(BUDGETS, partitions=1, compacted=True),
     TopicSpec(ALERT_DELIVERIES, partitions=1),
+    TopicSpec(USAGE_IMPORTS, partitions=1),
 )

@@ -19,6 +19,14 @@ MONEY_MODULES = [
     "warehouse/store.py",
     "warehouse/queries.py",
     "warehouse/corrections.py",
+    "warehouse/economics.py",
+    "warehouse/revenue.py",
+    "ingest/loader.py",
+    "ingest/history_import.py",
+    "tokenops/report_cli.py",
+    "warehouse/focus.py",
+    "warehouse/export_api.py",
+    "tokenops/export_cli.py",
     "tokenops/prices_cli.py",
 ]
 

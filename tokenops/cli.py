@@ -171,10 +171,16 @@ def _add_group(group: typer.Typer, name: str) -> None:
 
 def _groups() -> None:
     from tokenops.alerts_cli import alerts_app
+    from tokenops.export_cli import export_app
+    from tokenops.ingest_cli import ingest_app
     from tokenops.prices_cli import prices_app
+    from tokenops.report_cli import report_app
 
     _add_group(prices_app, "prices")
     _add_group(alerts_app, "alerts")
+    _add_group(export_app, "export")
+    _add_group(report_app, "report")
+    _add_group(ingest_app, "ingest")
 
 
 _groups()

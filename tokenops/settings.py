@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     alert_delivery_timeout_s: float = Field(10.0, gt=0)
     """Per attempt, from connecting to the end of the response."""
 
+    snapshot_interval_s: float = Field(3600.0, ge=0)
+    """How often the warehouse writes Parquet snapshots for outside readers (0: only on request)."""
+    snapshot_keep: int = Field(24, ge=1)
+    """Snapshots kept; older ones are deleted."""
+
     @property
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"
@@ -87,6 +92,10 @@ class Settings(BaseSettings):
     def price_additions_path(self) -> Path:
         """Append-only log of price versions added with `tokenops prices add`."""
         return self.data_dir / "price_additions.jsonl"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.data_dir / "snapshots"
 
     @property
     def warehouse_path(self) -> Path:

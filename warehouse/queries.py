@@ -9,6 +9,8 @@ from typing import Any
 
 import duckdb
 
+from warehouse.rollup import cost_facts
+
 COST_DIMENSIONS = (
     "tenant",
     "feature",
@@ -20,10 +22,6 @@ COST_DIMENSIONS = (
     "outcome",
     "day",
 )
-_DIMENSION_SQL = {
-    "model": "served_model",
-    "day": "CAST(date_trunc('day', event_time AT TIME ZONE 'UTC') AS DATE)",
-}
 
 
 def money(value: Decimal | None) -> str:
@@ -44,31 +42,21 @@ def cost_rows(
     unknown = [g for g in group_by if g not in COST_DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {list(COST_DIMENSIONS)}")
-    select = [f"{_DIMENSION_SQL.get(g, g)} AS {g}" for g in group_by]
-    where: list[str] = ["TRUE"]
-    params: list[object] = []
-    if start is not None:
-        where.append("event_time >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("event_time < ?")
-        params.append(end)
-    if tenant is not None:
-        where.append("tenant = ?")
-        params.append(tenant)
+    facts, params = cost_facts(start, end)
+    params["tenant"] = tenant
     sql = f"""
-        SELECT {", ".join([*select, ""])}
-               count(*) AS requests,
+        SELECT {", ".join([*group_by, ""])}
+               sum(requests) AS requests,
                sum(input_uncached_tokens + cache_read_tokens + cache_write_tokens
                    + cache_write_1h_tokens) AS input_tokens,
                sum(output_tokens + reasoning_tokens) AS output_tokens,
                sum(cache_read_tokens) AS cache_read_tokens,
-               sum(effective_cost_usd) AS cost_usd,
-               count(*) FILTER (WHERE effective_price_status = 'unpriced') AS unpriced_requests,
-               count(*) FILTER (WHERE outcome <> 'ok') AS failed_requests
-        FROM call_costs
-        WHERE {" AND ".join(where)}
-        {"GROUP BY ALL" if group_by else ""}
+               sum(cost_usd) AS cost_usd,
+               sum(unpriced_requests) AS unpriced_requests,
+               coalesce(sum(requests) FILTER (WHERE outcome <> 'ok'), 0) AS failed_requests
+        FROM {facts} AS facts
+        WHERE CAST($tenant AS VARCHAR) IS NULL OR tenant = $tenant
+        {"GROUP BY ALL HAVING sum(requests) > 0" if group_by else ""}
         ORDER BY cost_usd DESC NULLS LAST{"".join(f", {g}" for g in group_by)}
     """
     result = cur.execute(sql, params)
@@ -76,6 +64,10 @@ def cost_rows(
     rows = []
     for values in result.fetchall():
         row = dict(zip(columns, values, strict=True))
+        for count in ("requests", "input_tokens", "output_tokens", "cache_read_tokens"):
+            row[count] = int(row[count] or 0)
+        row["unpriced_requests"] = int(row["unpriced_requests"] or 0)
+        row["failed_requests"] = int(row["failed_requests"])
         row["cost_usd"] = money(row["cost_usd"])
         if "day" in row and row["day"] is not None:
             row["day"] = row["day"].isoformat()
@@ -166,3 +158,89 @@ def delivery_rows(
     for row in rows:
         row["delivered_at"] = row["delivered_at"].isoformat()
     return rows
+
+
+def conservation_rows(
+    cur: duckdb.DuckDBPyConnection, topic: str | None = None, since: datetime | None = None
+) -> dict[str, Any]:
+    """The loader's conservation report per topic, partition and hour, and whether every row
+    balances (consumed = loaded + quarantined + duplicates)."""
+    result = cur.execute(
+        """SELECT topic, partition, hour, consumed, loaded, quarantined, duplicates
+           FROM conservation
+           WHERE (CAST(? AS VARCHAR) IS NULL OR topic = ?)
+             AND (CAST(? AS TIMESTAMPTZ) IS NULL OR hour >= ?)
+           ORDER BY hour DESC, topic, partition""",
+        [topic, topic, since, since],
+    )
+    columns = [d[0] for d in result.description]
+    rows = [dict(zip(columns, values, strict=True)) for values in result.fetchall()]
+    totals = {
+        k: sum(r[k] for r in rows) for k in ("consumed", "loaded", "quarantined", "duplicates")
+    }
+    for row in rows:
+        row["hour"] = row["hour"].isoformat()
+        row["balanced"] = row["consumed"] == row["loaded"] + row["quarantined"] + row["duplicates"]
+    return {"rows": rows, "totals": totals, "balanced": all(r["balanced"] for r in rows)}
+
+
+def quarantine_rows(
+    cur: duckdb.DuckDBPyConnection,
+    stage: str | None = None,
+    topic: str | None = None,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """Quarantined records, newest first, with counts per topic and stage."""
+    where = (
+        "(CAST(? AS VARCHAR) IS NULL OR stage = ?)"
+        " AND (CAST(? AS VARCHAR) IS NULL OR source_topic = ?)"
+    )
+    params = [stage, stage, topic, topic]
+    counts = cur.execute(
+        f"""SELECT source_topic AS topic, stage, count(*) AS records FROM quarantine
+            WHERE {where} GROUP BY ALL ORDER BY records DESC, topic, stage""",
+        params,
+    )
+    count_rows = [
+        dict(zip([d[0] for d in counts.description], v, strict=True)) for v in counts.fetchall()
+    ]
+    result = cur.execute(
+        f"""SELECT source_topic AS topic, source_partition AS partition,
+                   source_offset AS offset, stage, reason, payload, quarantined_at
+            FROM quarantine WHERE {where}
+            ORDER BY quarantined_at DESC, source_offset DESC LIMIT ?""",
+        [*params, limit],
+    )
+    columns = [d[0] for d in result.description]
+    rows = [dict(zip(columns, values, strict=True)) for values in result.fetchall()]
+    for row in rows:
+        row["quarantined_at"] = row["quarantined_at"].isoformat()
+    return {"counts": count_rows, "rows": rows}
+
+
+def warehouse_totals(cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """What a rebuild must reproduce exactly: calls, their effective cost in total and per
+    tenant, unpriced calls, corrections, alerts, deliveries and quarantined records."""
+    calls, cost, unpriced = cur.execute(
+        """SELECT count(*), sum(effective_cost_usd),
+                  count(*) FILTER (WHERE effective_price_status = 'unpriced')
+           FROM call_costs"""
+    ).fetchone() or (0, None, 0)
+    per_tenant = cur.execute(
+        "SELECT tenant, count(*), sum(effective_cost_usd) FROM call_costs GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+
+    def count(table: str) -> int:
+        row = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+    return {
+        "calls": calls,
+        "cost_usd": money(cost),
+        "unpriced_calls": unpriced,
+        "corrections": count("corrections"),
+        "alerts": count("alerts"),
+        "alert_deliveries": count("alert_deliveries"),
+        "quarantined": count("quarantine"),
+        "tenants": {t: {"calls": n, "cost_usd": money(c)} for t, n, c in per_tenant},
+    }

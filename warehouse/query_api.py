@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from ingest.loader import WarehouseLoader
 from warehouse import queries
-from warehouse.loader import WarehouseLoader
 from warehouse.store import WarehouseStore
 
 router = APIRouter(prefix="/api")

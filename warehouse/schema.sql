@@ -84,15 +84,33 @@ CREATE TABLE IF NOT EXISTS alert_deliveries (
     loaded_at     TIMESTAMPTZ NOT NULL
 );
 
--- Records that could not be loaded, with the reason: kept and counted, never silently dropped.
+-- Records that could not be loaded, with the stage and reason: kept and counted, never silently
+-- dropped. Keyed by origin and payload hash: a redelivered record is stored once, while a new
+-- record at a reused offset (a recreated topic) is stored too.
 CREATE TABLE IF NOT EXISTS quarantine (
-    source_topic   VARCHAR NOT NULL,
+    source_topic     VARCHAR NOT NULL,
     source_partition INTEGER NOT NULL,
-    source_offset  BIGINT NOT NULL,
-    reason         VARCHAR NOT NULL,
-    payload        VARCHAR,
-    quarantined_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (source_topic, source_partition, source_offset)
+    source_offset    BIGINT NOT NULL,
+    payload_sha256   VARCHAR NOT NULL,
+    stage            VARCHAR NOT NULL,
+    reason           VARCHAR NOT NULL,
+    payload          VARCHAR,
+    quarantined_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source_topic, source_partition, source_offset, payload_sha256)
+);
+
+-- The conservation report: per topic, partition and hour (of the records' Kafka timestamps),
+-- consumed = loaded + quarantined + duplicates, written in the same transaction as the rows.
+CREATE TABLE IF NOT EXISTS conservation (
+    topic        VARCHAR NOT NULL,
+    partition    INTEGER NOT NULL,
+    hour         TIMESTAMPTZ NOT NULL,
+    consumed     BIGINT NOT NULL,
+    loaded       BIGINT NOT NULL,
+    quarantined  BIGINT NOT NULL,
+    duplicates   BIGINT NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (topic, partition, hour)
 );
 
 -- Append-only re-pricing of calls after a price version was added: a call's cost is its original
@@ -138,3 +156,52 @@ LEFT JOIN (
     FROM corrections
     GROUP BY event_id
 ) k USING (event_id);
+
+-- Tenants as configured (tenants.yaml), synced when the service starts; calls may name a tenant
+-- no longer configured (history is kept), the quality gate refuses new calls of unknown ones.
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant      VARCHAR PRIMARY KEY,
+    name        VARCHAR NOT NULL,
+    configured  BOOLEAN NOT NULL,
+    synced_at   TIMESTAMPTZ NOT NULL
+);
+
+CREATE OR REPLACE VIEW features AS
+SELECT tenant, feature, count(*) AS calls, min(event_time) AS first_seen,
+       max(event_time) AS last_seen
+FROM calls WHERE feature IS NOT NULL GROUP BY ALL;
+
+CREATE OR REPLACE VIEW prompt_versions AS
+SELECT tenant, feature, prompt_version, count(*) AS calls, min(event_time) AS first_seen,
+       max(event_time) AS last_seen
+FROM calls WHERE prompt_version IS NOT NULL GROUP BY ALL;
+
+-- The sums every cost question aggregates, per UTC day and attribution, so that dashboards read
+-- a table a small fraction the size of `calls`. The store keeps it in the same transaction as
+-- the calls and corrections it sums (effective cost: corrections included); nullable
+-- attribution is stored as '' (a primary key cannot hold NULL) and read back as NULL.
+CREATE TABLE IF NOT EXISTS daily_costs (
+    day                    DATE NOT NULL,
+    tenant                 VARCHAR NOT NULL,
+    feature                VARCHAR NOT NULL,
+    prompt_version         VARCHAR NOT NULL,
+    requested_model        VARCHAR NOT NULL,
+    served_model           VARCHAR NOT NULL,
+    provider               VARCHAR NOT NULL,
+    endpoint               VARCHAR NOT NULL,
+    outcome                VARCHAR NOT NULL,
+    fallback               BOOLEAN NOT NULL,
+    requests               BIGINT NOT NULL,
+    unpriced_requests      BIGINT NOT NULL,
+    input_uncached_tokens  BIGINT NOT NULL,
+    cache_read_tokens      BIGINT NOT NULL,
+    cache_write_tokens     BIGINT NOT NULL,
+    cache_write_1h_tokens  BIGINT NOT NULL,
+    output_tokens          BIGINT NOT NULL,
+    reasoning_tokens       BIGINT NOT NULL,
+    latency_ms_sum         BIGINT NOT NULL,
+    cost_usd               DECIMAL(38, 18) NOT NULL,
+    cache_savings_usd      DECIMAL(38, 18) NOT NULL,
+    PRIMARY KEY (day, tenant, feature, prompt_version, requested_model, served_model, provider,
+                 endpoint, outcome, fallback)
+);

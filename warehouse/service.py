@@ -11,13 +11,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from dashboards.web import router as dashboard_router
+from ingest.loader import WarehouseLoader
+from ingest.quality import CallChecks
+from relay.tenants import TenantDirectory
 from streams.budget_registry import BudgetRegistry
 from streams.budgets import load_budgets
 from tokenops.broker import require_broker
 from tokenops.settings import Settings, get_settings, load_pricer
 from warehouse.budgets_api import router as budgets_router
-from warehouse.loader import WarehouseLoader
+from warehouse.economics_api import router as economics_router
+from warehouse.export_api import router as export_router
+from warehouse.ingest_api import router as ingest_router
+from warehouse.ingest_api import take_snapshot
 from warehouse.query_api import router as query_router
+from warehouse.revenue import load_revenue, sync_revenue
 from warehouse.store import WarehouseStore
 
 log = logging.getLogger("tokenops.warehouse")
@@ -26,8 +33,16 @@ log = logging.getLogger("tokenops.warehouse")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     require_broker(settings.bootstrap)
-    store = WarehouseStore(settings.warehouse_path)
-    loader = WarehouseLoader(settings.bootstrap, store, load_pricer(settings))
+    tenants = TenantDirectory.load(settings.config_dir / "tenants.yaml").names
+    revenue = load_revenue(settings.config_dir / "revenue.yaml")
+    store = WarehouseStore(
+        settings.warehouse_path,
+        role=f"tokenops warehouse service, API on "
+        f"http://{settings.warehouse_host}:{settings.warehouse_port}",
+    )
+    store.sync_tenants(tenants)
+    sync_revenue(store, revenue)
+    loader = WarehouseLoader(settings.bootstrap, store, load_pricer(settings), CallChecks(tenants))
     budgets = BudgetRegistry(settings.bootstrap, load_budgets(settings.config_dir / "budgets.yaml"))
 
     @asynccontextmanager
@@ -45,8 +60,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 2.0)
 
+        async def snapshots() -> None:
+            interval = settings.snapshot_interval_s
+            while interval and not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+                if not stop.is_set():
+                    try:
+                        await asyncio.to_thread(
+                            take_snapshot, store, settings.snapshots_dir, settings.snapshot_keep
+                        )
+                    except Exception:
+                        log.exception("Parquet snapshot failed; the next one is in %s s", interval)
+
         await budgets.start()
-        tasks = [asyncio.create_task(supervise()), asyncio.create_task(budgets.follow(stop))]
+        tasks = [
+            asyncio.create_task(supervise()),
+            asyncio.create_task(budgets.follow(stop)),
+            asyncio.create_task(snapshots()),
+        ]
         try:
             yield
         finally:
@@ -60,8 +92,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.loader = loader
     app.state.budgets = budgets
+    app.state.settings = settings
     app.include_router(query_router)
+    app.include_router(economics_router)
     app.include_router(budgets_router)
+    app.include_router(export_router)
+    app.include_router(ingest_router)
     app.include_router(dashboard_router)
 
     @app.get("/healthz")

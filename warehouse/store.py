@@ -7,9 +7,12 @@ event (same event_id) is skipped and counted as a duplicate.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +27,7 @@ from ingest.price_book import PriceVersion
 from ingest.pricing import Pricer
 from ingest.usage_event import TokenCounts, UsageEvent
 from tokenops.errors import TokenopsError
+from warehouse import rollup
 
 
 class WarehouseError(TokenopsError):
@@ -35,6 +39,7 @@ class WarehouseLocked(WarehouseError):
 
 
 SCHEMA = Path(__file__).with_name("schema.sql")
+ECONOMICS = Path(__file__).with_name("economics.sql")
 TOKEN_COLUMNS = {name: f"{name}_tokens" for name in TokenCounts.model_fields}
 
 
@@ -45,12 +50,74 @@ class LoadResult:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a record came from: its topic, partition and offset, and the hour (of its Kafka
+    timestamp) it is counted in by the conservation report."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+    @property
+    def hour(self) -> datetime:
+        at = datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+        return at.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
 class Quarantined:
     topic: str
     partition: int
     offset: int
     reason: str
     payload: str | None
+    stage: str = "decode"
+    """decode (not a valid event), pricing (usage contradicts itself) or expectations."""
+    timestamp_ms: int | None = None
+
+    @property
+    def payload_sha256(self) -> str:
+        return hashlib.sha256((self.payload or "").encode()).hexdigest()
+
+    @property
+    def origin(self) -> Origin | None:
+        if self.timestamp_ms is None:
+            return None
+        return Origin(self.topic, self.partition, self.offset, self.timestamp_ms)
+
+
+@dataclass
+class MicroBatch:
+    """Everything one poll of the topics turned into, each item with the record it came from.
+    Items without an origin (direct loads) are stored but not counted in the conservation
+    report."""
+
+    calls: list[tuple[UsageEvent, Decimal | None, Origin | None]] = field(default_factory=list)
+    alerts: list[tuple[AlertEvent, Origin | None]] = field(default_factory=list)
+    deliveries: list[tuple[AlertDelivery, Origin | None]] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    applied_elsewhere: list[tuple[Origin, bool]] = field(default_factory=list)
+    """Records loaded by another path (price versions): (origin, new) — new ones count as
+    loaded, repeats as duplicates."""
+
+
+@dataclass
+class Tally:
+    consumed: int = 0
+    loaded: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    calls_loaded: int
+    calls_duplicates: int
+    alerts_loaded: int
+    deliveries_loaded: int
+    quarantined: int
+    tallies: dict[tuple[str, int, datetime], Tally]
 
 
 def _money(value: Any) -> str | None:
@@ -79,6 +146,19 @@ def call_row(
     return row
 
 
+def quarantine_row(q: Quarantined, quarantined_at: datetime) -> dict[str, Any]:
+    return {
+        "source_topic": q.topic,
+        "source_partition": q.partition,
+        "source_offset": q.offset,
+        "payload_sha256": q.payload_sha256,
+        "stage": q.stage,
+        "reason": q.reason,
+        "payload": q.payload,
+        "quarantined_at": quarantined_at,
+    }
+
+
 def alert_row(alert: AlertEvent, loaded_at: datetime) -> dict[str, Any]:
     row = alert.model_dump(exclude={"schema_version"})
     row["scope"] = json.dumps(alert.scope)
@@ -95,22 +175,62 @@ def delivery_row(delivery: AlertDelivery, loaded_at: datetime) -> dict[str, Any]
     return row
 
 
+def owner_path(path: Path) -> Path:
+    """Beside the DuckDB file: who holds it open for writing (pid, role, since)."""
+    return path.with_name(path.name + ".owner")
+
+
+def _holder(path: Path, detail: str) -> str:
+    try:
+        owner = json.loads(owner_path(path).read_text())
+        return (
+            f"pid {owner['pid']} ({owner['role']}, since {owner['since']})"
+            if _alive(int(owner["pid"]))
+            else f"another process ({detail})"
+        )
+    except (OSError, ValueError, KeyError):
+        return f"another process ({detail})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class WarehouseStore:
-    def __init__(self, path: Path) -> None:
+    """The DuckDB file, opened for writing by exactly one process (`role` names it to others)."""
+
+    def __init__(self, path: Path, role: str = "tokenops") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._con = duckdb.connect(str(path))
         except duckdb.IOException as exc:
             raise WarehouseLocked(
-                f"the warehouse {path} is open for writing by another process ({exc}); "
-                "tokenops allows one writer: query it through that process's API"
-            ) from exc
+                f"the warehouse {path} is open for writing by {_holder(path, str(exc))}; "
+                "tokenops allows one writer: query it through that process's API, or stop it "
+                "first"
+            ) from None
         self._con.execute(SCHEMA.read_text())
+        self._con.execute(ECONOMICS.read_text())
         self._write_lock = threading.Lock()
         self.path = path
+        self._fill_rollup()
+        owner_path(path).write_text(
+            json.dumps({"pid": os.getpid(), "role": role, "since": datetime.now(UTC).isoformat()})
+        )
 
     def close(self) -> None:
         self._con.close()
+        try:
+            if json.loads(owner_path(self.path).read_text()).get("pid") == os.getpid():
+                owner_path(self.path).unlink()
+        except (OSError, ValueError):
+            pass
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one reader thread (DuckDB cursors are not shared between threads)."""
@@ -137,44 +257,226 @@ class WarehouseStore:
         deliveries: list[AlertDelivery] | None = None,
         cache_savings: dict[str, Decimal] | None = None,
     ) -> LoadResult:
-        """Write one micro-batch in one transaction; safe to repeat (idempotent by id)."""
-        now = datetime.now(UTC)
-        unique_calls = {event.event_id: event for event in calls}
-        unique_alerts = {alert.alert_id: alert for alert in alerts}
-        unique_deliveries = {d.delivery_id: d for d in deliveries or ()}
+        """Write records that have no Kafka origin (tests, tools) in one transaction."""
         savings = cache_savings or {}
+        result = self.load_batch(
+            MicroBatch(
+                calls=[(e, savings.get(e.event_id), None) for e in calls],
+                alerts=[(a, None) for a in alerts],
+                deliveries=[(d, None) for d in deliveries or ()],
+                quarantined=quarantined,
+            )
+        )
+        return LoadResult(inserted=result.calls_loaded, duplicates=result.calls_duplicates)
+
+    def load_batch(self, batch: MicroBatch) -> BatchResult:
+        """Write one micro-batch and its conservation counts in one transaction; safe to repeat.
+
+        Each table is idempotent by its id (event_id, alert_id, delivery_id; a quarantined
+        record by topic, partition, offset and payload hash), so a redelivered batch inserts
+        nothing and counts every record as a duplicate: per topic, partition and hour,
+        consumed = loaded + quarantined + duplicates holds whatever was redelivered."""
+        now = datetime.now(UTC)
+        tallies: dict[tuple[str, int, datetime], Tally] = defaultdict(Tally)
+
+        def count(origin: Origin | None, outcome: str) -> None:
+            if origin is None:
+                return
+            tally = tallies[(origin.topic, origin.partition, origin.hour)]
+            tally.consumed += 1
+            setattr(tally, outcome, getattr(tally, outcome) + 1)
+
         with self._write_lock, self._con.cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
-                inserted = self._insert(
-                    cur, "calls", [call_row(e, now, savings.get(e.event_id)) for e in unique_calls.values()]
+                rows = {e.event_id: call_row(e, now, saved) for e, saved, _ in batch.calls}
+                new_calls = self._insert_new(cur, "calls", "event_id", list(rows.values()))
+                if new_calls:
+                    inserted = [row for key, row in rows.items() if key in new_calls]
+                    self._run_on(cur, "new_calls", inserted, rollup.NEW_CALLS)
+                alert_rows = {a.alert_id: alert_row(a, now) for a, _ in batch.alerts}
+                new_alerts = self._insert_new(cur, "alerts", "alert_id", list(alert_rows.values()))
+                delivery_rows = {d.delivery_id: delivery_row(d, now) for d, _ in batch.deliveries}
+                new_deliveries = self._insert_new(
+                    cur, "alert_deliveries", "delivery_id", list(delivery_rows.values())
                 )
-                self._insert(cur, "alerts", [alert_row(a, now) for a in unique_alerts.values()])
-                self._insert(
-                    cur,
-                    "alert_deliveries",
-                    [delivery_row(d, now) for d in unique_deliveries.values()],
-                )
-                self._insert(
+                quarantine_rows = {
+                    (q.topic, q.partition, q.offset, q.payload_sha256): quarantine_row(q, now)
+                    for q in batch.quarantined
+                }
+                new_quarantine = self._insert_new(
                     cur,
                     "quarantine",
-                    [
-                        {
-                            "source_topic": q.topic,
-                            "source_partition": q.partition,
-                            "source_offset": q.offset,
-                            "reason": q.reason,
-                            "payload": q.payload,
-                            "quarantined_at": now,
-                        }
-                        for q in quarantined
-                    ],
+                    "source_topic, source_partition, source_offset, payload_sha256",
+                    list(quarantine_rows.values()),
                 )
+                calls_loaded, alerts_loaded = len(new_calls), len(new_alerts)
+                for event, _, origin in batch.calls:
+                    fresh = event.event_id in new_calls
+                    new_calls.discard(event.event_id)
+                    count(origin, "loaded" if fresh else "duplicates")
+                for alert, origin in batch.alerts:
+                    fresh = alert.alert_id in new_alerts
+                    new_alerts.discard(alert.alert_id)
+                    count(origin, "loaded" if fresh else "duplicates")
+                deliveries_loaded = len(new_deliveries)
+                for delivery, origin in batch.deliveries:
+                    fresh = delivery.delivery_id in new_deliveries
+                    new_deliveries.discard(delivery.delivery_id)
+                    count(origin, "loaded" if fresh else "duplicates")
+                quarantined = len(new_quarantine)
+                for q in batch.quarantined:
+                    key = (q.topic, q.partition, q.offset, q.payload_sha256)
+                    fresh = key in new_quarantine
+                    new_quarantine.discard(key)
+                    count(q.origin, "quarantined" if fresh else "duplicates")
+                for origin, new in batch.applied_elsewhere:
+                    count(origin, "loaded" if new else "duplicates")
+                self._add_tallies(cur, tallies, now)
                 cur.execute("COMMIT")
             except Exception:
                 cur.execute("ROLLBACK")
                 raise
-        return LoadResult(inserted=inserted, duplicates=len(calls) - inserted)
+        return BatchResult(
+            calls_loaded=calls_loaded,
+            calls_duplicates=len(batch.calls) - calls_loaded,
+            alerts_loaded=alerts_loaded,
+            deliveries_loaded=deliveries_loaded,
+            quarantined=quarantined,
+            tallies=dict(tallies),
+        )
+
+    @staticmethod
+    def _run_on(
+        cur: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, Any]], sql: str
+    ) -> None:
+        cur.register(name, pd.DataFrame.from_records(rows))
+        try:
+            cur.execute(sql)
+        finally:
+            cur.unregister(name)
+
+    @staticmethod
+    def _insert_new(
+        cur: duckdb.DuckDBPyConnection, table: str, key: str, rows: list[dict[str, Any]]
+    ) -> set[Any]:
+        """INSERT OR IGNORE `rows`; the keys of the rows that were new."""
+        if not rows:
+            return set()
+        cur.register("batch_frame", pd.DataFrame.from_records(rows))
+        try:
+            inserted = cur.execute(
+                f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM batch_frame RETURNING {key}"
+            ).fetchall()
+        finally:
+            cur.unregister("batch_frame")
+        return {r[0] if len(r) == 1 else tuple(r) for r in inserted}
+
+    @staticmethod
+    def _add_tallies(
+        cur: duckdb.DuckDBPyConnection,
+        tallies: dict[tuple[str, int, datetime], Tally],
+        now: datetime,
+    ) -> None:
+        if not tallies:
+            return
+        frame = pd.DataFrame.from_records(
+            [
+                {
+                    "topic": topic,
+                    "partition": partition,
+                    "hour": hour,
+                    "consumed": t.consumed,
+                    "loaded": t.loaded,
+                    "quarantined": t.quarantined,
+                    "duplicates": t.duplicates,
+                    "updated_at": now,
+                }
+                for (topic, partition, hour), t in tallies.items()
+            ]
+        )
+        cur.register("tally_frame", frame)
+        try:
+            cur.execute(
+                """INSERT INTO conservation BY NAME SELECT * FROM tally_frame
+                   ON CONFLICT DO UPDATE SET
+                       consumed = conservation.consumed + excluded.consumed,
+                       loaded = conservation.loaded + excluded.loaded,
+                       quarantined = conservation.quarantined + excluded.quarantined,
+                       duplicates = conservation.duplicates + excluded.duplicates,
+                       updated_at = excluded.updated_at"""
+            )
+        finally:
+            cur.unregister("tally_frame")
+
+    def _fill_rollup(self) -> None:
+        """A file written before the rollup existed gets it computed once, on open."""
+        with self._con.cursor() as cur:
+            empty = cur.execute("SELECT count(*) = 0 FROM daily_costs").fetchone()
+            calls = cur.execute("SELECT count(*) > 0 FROM (SELECT 1 FROM calls LIMIT 1)").fetchone()
+            if empty and empty[0] and calls and calls[0]:
+                self.rebuild_rollup()
+
+    def rebuild_rollup(self) -> None:
+        with self._write_lock, self._con.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                rollup.rebuild(cur)
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+
+    def sync_tenants(self, names: dict[str, str]) -> None:
+        """Make the tenants table match the configuration; tenants no longer configured stay,
+        marked `configured = false`, because their calls do."""
+        now = datetime.now(UTC)
+        with self._write_lock, self._con.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute("UPDATE tenants SET configured = false, synced_at = ?", [now])
+                for tenant, name in names.items():
+                    cur.execute(
+                        """INSERT INTO tenants VALUES (?, ?, true, ?) ON CONFLICT DO UPDATE
+                           SET name = excluded.name, configured = true,
+                               synced_at = excluded.synced_at""",
+                        [tenant, name, now],
+                    )
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+
+    SNAPSHOT_TABLES = (
+        ("calls", "SELECT * EXCLUDE (raw_usage) FROM call_costs"),
+        ("corrections", "SELECT * FROM corrections"),
+        ("price_versions", "SELECT * FROM price_versions"),
+        ("alerts", "SELECT * FROM alerts"),
+        ("alert_deliveries", "SELECT * FROM alert_deliveries"),
+        ("quarantine", "SELECT * FROM quarantine"),
+        ("conservation", "SELECT * FROM conservation"),
+        ("tenants", "SELECT * FROM tenants"),
+        ("revenue", "SELECT * FROM revenue"),
+    )
+
+    def snapshot(self, root: Path) -> Path:
+        """Parquet copies of the tables for readers outside the service (DuckDB, Spark, pandas),
+        one consistent read: written to a new folder under `root`, then renamed into place, so
+        a reader never sees half a snapshot. Returns the folder."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        staging = root / f".{stamp}.partial"
+        staging.mkdir(parents=True)
+        with self._con.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                for name, query in self.SNAPSHOT_TABLES:
+                    target = str(staging / f"{name}.parquet").replace("'", "''")
+                    cur.execute(f"COPY ({query}) TO '{target}' (FORMAT PARQUET)")
+            finally:
+                cur.execute("ROLLBACK")
+        final = root / stamp
+        staging.rename(final)
+        return final
 
     def applied_price_versions(self) -> set[str]:
         with self._con.cursor() as cur:
@@ -199,6 +501,8 @@ class WarehouseStore:
                     return 0
                 rows = corrections_for(cur, pricer, version, now)
                 written = self._insert(cur, "corrections", rows)
+                if rows:
+                    self._run_on(cur, "new_corrections", rows, rollup.CORRECTIONS)
                 self._insert(cur, "price_versions", [version_row(version, written, now)])
                 cur.execute("COMMIT")
             except Exception:

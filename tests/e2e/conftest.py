@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support import REPO, free_port
+from tests.support import REPO, free_ports
 from tokenops.settings import DEMO_CONFIG_DIR
 
 
@@ -52,7 +52,7 @@ def running_pipeline(
     (config / "budgets.yaml").write_text(yaml.safe_dump({"budgets": budgets}))
     for name, content in (config_files or {}).items():
         (config / name).write_text(yaml.safe_dump(content))
-    ports = [free_port() for _ in range(4)]
+    ports = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENOPS_")}
     env.update(
         TOKENOPS_CONFIG_DIR=str(config),

@@ -10,11 +10,11 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from ingest.alert_delivery import AlertDelivery, DeliveryStatus, delivery_id
+from ingest.loader import WarehouseLoader
 from ingest.pricing import Pricer
 from ingest.topics import ALERT_DELIVERIES
 from ingest.usage_event import new_event_id
 from warehouse import queries
-from warehouse.loader import WarehouseLoader
 from warehouse.store import WarehouseStore
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
+from ingest.loader import WarehouseLoader
 from ingest.pricing import Pricer
 from ingest.topics import USAGE_EVENTS
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
-from warehouse.loader import WarehouseLoader
 from warehouse.store import WarehouseStore
 
 
@@ -55,7 +55,7 @@ def test_bad_records_are_quarantined_with_the_reason_and_good_ones_priced(tmp_pa
         raw_usage={"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 50}},
         usage_error="cache read 50 + cache write 0 exceed prompt_tokens 10",
     )
-    calls, _, _, quarantined = loader.decode(
+    batch, _ = loader.micro_batch(
         [
             record(event().to_wire(), 0),
             record(tampered.to_wire(), 1),
@@ -65,8 +65,10 @@ def test_bad_records_are_quarantined_with_the_reason_and_good_ones_priced(tmp_pa
         ]
     )
     store.close()
-    assert [c.price_status for c in calls] == ["priced"]
-    reasons = {q.offset: q.reason for q in quarantined}
+    assert [c.price_status for c, _, _ in batch.calls] == ["priced"]
+    reasons = {q.offset: q.reason for q in batch.quarantined}
+    stages = {q.offset: q.stage for q in batch.quarantined}
+    assert stages == {1: "pricing", 2: "pricing", 3: "decode", 4: "decode"}
     assert reasons[1].startswith("usage invariant: token classes")
     assert reasons[2] == "usage invariant: cache read 50 + cache write 0 exceed prompt_tokens 10"
     assert "json" in reasons[3].lower()

@@ -141,3 +141,26 @@ def test_a_second_writer_gets_an_error_naming_the_holder(tmp_path: Path) -> None
         holder.kill()
         holder.wait()
     assert duckdb.connect(str(path)).execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_second_writer_is_told_which_tokenops_process_holds_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from warehouse.store import WarehouseStore; "
+            f"s = WarehouseStore(Path({str(path)!r}), role='warehouse service on 127.0.0.1:8081'); "
+            "print('open', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        with pytest.raises(WarehouseLocked) as refused:
+            WarehouseStore(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"pid {holder.pid} (warehouse service on 127.0.0.1:8081, since " in str(refused.value)

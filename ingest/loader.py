@@ -1,0 +1,245 @@
+"""Kafka -> great-expectations -> DuckDB: the warehouse loader.
+
+Per micro-batch (whatever arrived within 1 s, up to 20,000 records: a backlog loads in big
+batches, which is where the expectation suite's fixed cost per batch stops mattering):
+1. decode each record against its contract (usage events, imported usage, alerts, alert
+   deliveries, price versions) and price usage with ingest.pricing;
+2. run the great-expectations suite (ingest.quality) on the batch's calls;
+3. write calls, alerts, deliveries, quarantined records and the batch's conservation counts to
+   DuckDB in ONE transaction (set-based inserts, idempotent by id);
+4. apply new price versions (correction rows), send each quarantined record to the dead-letter
+   topic with its reason;
+5. only then commit the Kafka offsets.
+A crash anywhere before step 5 redelivers the batch, which the store counts as duplicates and
+does not insert again: at-least-once delivery, exactly-once effect, and per topic, partition
+and hour consumed = loaded + quarantined + duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+import pandas as pd
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from ingest.alert_delivery import AlertDelivery
+from ingest.alert_event import AlertEvent
+from ingest.price_book import PriceVersion
+from ingest.pricing import Pricer, UsageInvariantError
+from ingest.quality import CallChecks
+from ingest.rejection import rejection
+from ingest.topics import (
+    ALERT_DELIVERIES,
+    ALERTS,
+    DEAD_LETTERS,
+    PRICE_VERSIONS,
+    USAGE_EVENTS,
+    USAGE_IMPORTS,
+)
+from ingest.usage_event import UsageEvent
+from warehouse.store import BatchResult, MicroBatch, Origin, Quarantined, WarehouseStore
+
+log = logging.getLogger("tokenops.warehouse.loader")
+
+GROUP_ID = "tokenops-warehouse"
+LOADED_TOPICS = (USAGE_EVENTS, USAGE_IMPORTS, ALERTS, PRICE_VERSIONS, ALERT_DELIVERIES)
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+@dataclass
+class LoaderStats:
+    consumed: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    alerts: int = 0
+    deliveries: int = 0
+    quarantined: int = 0
+    corrections: int = 0
+    last_load_at: datetime | None = None
+
+
+def origin(record: Record) -> Origin:
+    return Origin(record.topic, record.partition, record.offset, record.timestamp)
+
+
+def _quarantined(record: Record, stage: str, reason: str) -> Quarantined:
+    return Quarantined(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        reason=reason,
+        payload=(record.value or b"").decode("utf-8", errors="replace"),
+        stage=stage,
+        timestamp_ms=record.timestamp,
+    )
+
+
+def dead_letter(q: Quarantined) -> bytes:
+    return json.dumps(
+        {
+            "source_topic": q.topic,
+            "partition": q.partition,
+            "offset": q.offset,
+            "stage": q.stage,
+            "reason": q.reason,
+            "payload": q.payload,
+        }
+    ).encode()
+
+
+class WarehouseLoader:
+    def __init__(
+        self,
+        bootstrap: str,
+        store: WarehouseStore,
+        pricer: Pricer,
+        checks: CallChecks | None = None,
+        *,
+        max_records: int = 20_000,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._store = store
+        self.pricer = pricer
+        self.checks = checks or CallChecks(None)
+        self._max_records = max_records
+        self.stats = LoaderStats()
+
+    def micro_batch(self, records: Sequence[Record]) -> tuple[MicroBatch, list[PriceVersion]]:
+        """Decode, price and check `records`; nothing is written yet."""
+        batch = MicroBatch()
+        versions: list[PriceVersion] = []
+        for record in records:
+            value = record.value or b""
+            try:
+                if record.topic in (USAGE_EVENTS, USAGE_IMPORTS):
+                    event = UsageEvent.from_wire(value)
+                    try:
+                        priced = self.pricer.price_event(event)
+                    except UsageInvariantError as exc:
+                        batch.quarantined.append(_quarantined(record, "pricing", rejection(exc)))
+                        continue
+                    saved = self.pricer.cache_savings_usd(priced)
+                    batch.calls.append((priced, saved, origin(record)))
+                elif record.topic == PRICE_VERSIONS:
+                    version = PriceVersion.model_validate_json(value)
+                    versions.append(version)
+                    new = version.id not in self.pricer.book
+                    batch.applied_elsewhere.append((origin(record), new))
+                elif record.topic == ALERT_DELIVERIES:
+                    batch.deliveries.append(
+                        (AlertDelivery.model_validate_json(value), origin(record))
+                    )
+                else:
+                    batch.alerts.append((AlertEvent.model_validate_json(value), origin(record)))
+            except (ValidationError, ValueError) as exc:
+                batch.quarantined.append(_quarantined(record, "decode", rejection(exc)))
+        self._check(batch)
+        return batch, versions
+
+    def _check(self, batch: MicroBatch) -> None:
+        """Move the calls that fail the expectation suite to quarantine."""
+        if not batch.calls:
+            return
+        frame = pd.DataFrame.from_records(
+            [
+                {
+                    "tenant": e.tenant,
+                    "event_time": e.event_time,
+                    "latency_ms": e.latency_ms,
+                    "price_status": e.price_status,
+                    "cost_usd": None if e.cost_usd is None else format(e.cost_usd, "f"),
+                    "cost_billed": None if e.cost_billed is None else format(e.cost_billed, "f"),
+                    "fx_rate": None if e.fx_rate is None else format(e.fx_rate, "f"),
+                }
+                for e, _, _ in batch.calls
+            ]
+        )
+        failures = self.checks.failures(frame)
+        if not failures:
+            return
+        failed = {f.row: f.reason for f in failures}
+        kept = []
+        for position, (event, saved, where) in enumerate(batch.calls):
+            reason = failed.get(position)
+            if reason is None:
+                kept.append((event, saved, where))
+                continue
+            assert where is not None
+            batch.quarantined.append(
+                Quarantined(
+                    topic=where.topic,
+                    partition=where.partition,
+                    offset=where.offset,
+                    reason=reason,
+                    payload=event.to_wire().decode(),
+                    stage="expectations",
+                    timestamp_ms=where.timestamp_ms,
+                )
+            )
+        batch.calls = kept
+
+    def load_records(self, records: Sequence[Record]) -> tuple[BatchResult, list[Quarantined]]:
+        """Steps 1-4 minus the dead letters, synchronously (replay and tests call this too)."""
+        batch, versions = self.micro_batch(records)
+        result = self._store.load_batch(batch)
+        for version in versions:
+            self.pricer.book.add(version)
+        if versions:
+            self.reconcile_price_versions()
+        stats = self.stats
+        stats.consumed += len(records)
+        stats.loaded += result.calls_loaded
+        stats.duplicates += sum(t.duplicates for t in result.tallies.values())
+        stats.alerts += result.alerts_loaded
+        stats.deliveries += result.deliveries_loaded
+        stats.quarantined += result.quarantined
+        stats.last_load_at = datetime.now(UTC)
+        return result, batch.quarantined
+
+    def reconcile_price_versions(self) -> int:
+        """Apply every own price version the warehouse has not applied yet (e.g. added while
+        it was down, or after the embedded broker lost its topics)."""
+        applied = self._store.applied_price_versions()
+        written = 0
+        for version in self.pricer.book.versions:
+            if version.id not in applied:
+                written += self._store.apply_price_version(version, self.pricer)
+        self.stats.corrections += written
+        return written
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            *LOADED_TOPICS,
+            bootstrap_servers=self._bootstrap,
+            group_id=GROUP_ID,
+            client_id="tokenops-warehouse",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            rebalance_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            max_poll_records=self._max_records,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=1_000, max_records=self._max_records)
+                records = [r for partition in batches.values() for r in partition]
+                if records:
+                    _, quarantined = await asyncio.to_thread(self.load_records, records)
+                    sent = [await producer.send(DEAD_LETTERS, dead_letter(q)) for q in quarantined]
+                    await asyncio.gather(*sent)
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()

@@ -1,0 +1,169 @@
+"""The daily rollup (`daily_costs`) and how cost questions read it.
+
+Every cost question sums the same measures over calls. `cost_facts(start, end)` answers them
+from the rollup for the whole UTC days inside [start, end) and from `call_costs` only for the
+partial days at the edges, with the same columns either way (one row per call there, one row per
+day and attribution here), so a query over a month of ten million calls reads a few hundred
+thousand rollup rows. Sums are exact DECIMALs, as in `calls`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import duckdb
+
+MEASURES = (
+    "requests",
+    "unpriced_requests",
+    "input_uncached_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "latency_ms_sum",
+    "cost_usd",
+    "cache_savings_usd",
+)
+
+
+def rollup_select(source: str, cost: str, status: str) -> str:
+    """The rollup rows of call rows in `source`; `cost` and `status` name the cost and price
+    status expressions (the effective ones when reading call_costs)."""
+    return f"""
+        SELECT CAST(event_time AT TIME ZONE 'UTC' AS DATE) AS day,
+               tenant,
+               coalesce(feature, '') AS feature,
+               coalesce(prompt_version, '') AS prompt_version,
+               requested_model, served_model, provider, endpoint, outcome,
+               fallback_reason IS NOT NULL AS fallback,
+               count(*) AS requests,
+               count(*) FILTER (WHERE {status} = 'unpriced') AS unpriced_requests,
+               sum(input_uncached_tokens) AS input_uncached_tokens,
+               sum(cache_read_tokens) AS cache_read_tokens,
+               sum(cache_write_tokens) AS cache_write_tokens,
+               sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+               sum(output_tokens) AS output_tokens,
+               sum(reasoning_tokens) AS reasoning_tokens,
+               sum(latency_ms) AS latency_ms_sum,
+               coalesce(sum({cost}), 0) AS cost_usd,
+               coalesce(sum(CAST(cache_savings_usd AS DECIMAL(38, 18))), 0) AS cache_savings_usd
+        FROM {source}
+        GROUP BY ALL
+    """
+
+
+def upsert(select: str) -> str:
+    """Add `select`'s rollup rows to `daily_costs`, summing into rows that exist."""
+    updates = ", ".join(f"{m} = daily_costs.{m} + excluded.{m}" for m in MEASURES)
+    return f"INSERT INTO daily_costs BY NAME {select} ON CONFLICT DO UPDATE SET {updates}"
+
+
+NEW_CALLS = upsert(rollup_select("new_calls", "CAST(cost_usd AS DECIMAL(38, 18))", "price_status"))
+"""For a registered frame `new_calls` of call rows just inserted (money as decimal strings)."""
+
+CORRECTIONS = upsert(
+    """
+    SELECT CAST(c.event_time AT TIME ZONE 'UTC' AS DATE) AS day, c.tenant,
+           coalesce(c.feature, '') AS feature, coalesce(c.prompt_version, '') AS prompt_version,
+           c.requested_model, c.served_model, c.provider, c.endpoint, c.outcome,
+           c.fallback_reason IS NOT NULL AS fallback,
+           0 AS requests,
+           -count(*) FILTER (WHERE k.previous_price_version_id IS NULL) AS unpriced_requests,
+           0 AS input_uncached_tokens, 0 AS cache_read_tokens, 0 AS cache_write_tokens,
+           0 AS cache_write_1h_tokens, 0 AS output_tokens, 0 AS reasoning_tokens,
+           0 AS latency_ms_sum,
+           sum(CAST(k.delta_usd AS DECIMAL(38, 18))) AS cost_usd,
+           0 AS cache_savings_usd
+    FROM new_corrections k JOIN calls c USING (event_id)
+    GROUP BY ALL
+    """
+)
+"""For a registered frame `new_corrections`: each delta moves its call's day; a correction with
+no previous price version prices a call that was unpriced."""
+
+
+def rebuild(cur: duckdb.DuckDBPyConnection) -> None:
+    """Recompute the whole rollup from calls and corrections (in the caller's transaction)."""
+    cur.execute("DELETE FROM daily_costs")
+    cur.execute(
+        "INSERT INTO daily_costs BY NAME "
+        + rollup_select("call_costs", "effective_cost_usd", "effective_price_status")
+    )
+
+
+_FACT_COLUMNS = """
+    {event_time} AS event_time, {day} AS day, tenant,
+    {feature} AS feature, {prompt_version} AS prompt_version,
+    requested_model, served_model AS model, provider, endpoint, outcome, {fallback} AS fallback,
+    {requests} AS requests, {unpriced} AS unpriced_requests,
+    input_uncached_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
+    output_tokens, reasoning_tokens, {latency} AS latency_ms_sum,
+    {cost} AS cost_usd, {savings} AS cache_savings_usd
+"""
+
+_FROM_ROLLUP = _FACT_COLUMNS.format(
+    event_time="timezone('UTC', CAST(day AS TIMESTAMP))",
+    day="day",
+    feature="nullif(feature, '')",
+    prompt_version="nullif(prompt_version, '')",
+    fallback="fallback",
+    requests="requests",
+    unpriced="unpriced_requests",
+    latency="latency_ms_sum",
+    cost="cost_usd",
+    savings="cache_savings_usd",
+)
+_FROM_CALLS = _FACT_COLUMNS.format(
+    event_time="event_time",
+    day="CAST(event_time AT TIME ZONE 'UTC' AS DATE)",
+    feature="feature",
+    prompt_version="prompt_version",
+    fallback="fallback_reason IS NOT NULL",
+    requests="1",
+    unpriced="CAST(effective_price_status = 'unpriced' AS INTEGER)",
+    latency="latency_ms",
+    cost="effective_cost_usd",
+    savings="coalesce(cache_savings_usd, 0)",
+)
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def cost_facts(start: datetime | None, end: datetime | None) -> tuple[str, dict[str, Any]]:
+    """A subquery of cost facts in [start, end) (None: unbounded) and its named parameters.
+
+    Columns: event_time (a rollup row's is its day's midnight), day, tenant, feature,
+    prompt_version, requested_model, model (served), provider, endpoint, outcome, fallback, and
+    the sums requests, unpriced_requests, the token classes, latency_ms_sum, cost_usd,
+    cache_savings_usd."""
+    lo = (start or _EARLIEST).astimezone(UTC)
+    hi = (end or _LATEST).astimezone(UTC)
+    first = lo.date() if lo == _midnight(lo.date()) else lo.date() + timedelta(days=1)
+    last = hi.date()
+    params: dict[str, Any] = {}
+    parts = []
+    if first < last:
+        parts.append(
+            f"SELECT {_FROM_ROLLUP} FROM daily_costs WHERE day >= $first_day AND day < $end_day"
+        )
+        params.update(first_day=first, end_day=last)
+        edges = [(lo, _midnight(first)), (_midnight(last), hi)]
+    else:  # no whole day inside: every fact comes from the calls
+        edges = [(lo, hi)]
+    for n, (edge_lo, edge_hi) in enumerate(edges):
+        if edge_lo < edge_hi:
+            parts.append(
+                f"SELECT {_FROM_CALLS} FROM call_costs "
+                f"WHERE event_time >= $lo{n} AND event_time < $hi{n}"
+            )
+            params.update({f"lo{n}": edge_lo, f"hi{n}": edge_hi})
+    if not parts:  # an empty range: the columns, no rows
+        parts.append(f"SELECT {_FROM_ROLLUP} FROM daily_costs WHERE false")
+    return "(" + "\nUNION ALL\n".join(parts) + ")", params
