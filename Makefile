@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test test-fast lint typecheck bench clean focus-validator
+.PHONY: install up test test-fast lint typecheck bench clean focus-validator browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck focus-validator
+test: lint typecheck focus-validator browser
 	$(BIN)/pytest -q -ra
 
 test-fast: install
@@ -50,6 +50,11 @@ $(FOCUS_VALIDATOR):
 	done; echo "focus-validator needs Python >= 3.12: none found ($(PY312_CANDIDATES))" >&2; exit 1
 
 focus-validator: $(FOCUS_VALIDATOR)
+
+# Headless Chromium from Debian for the dashboard's browser tests (driven by Playwright, which
+# uses this browser rather than downloading its own).
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)

@@ -28,6 +28,8 @@ MONEY_MODULES = [
     "warehouse/export_api.py",
     "tokenops/export_cli.py",
     "tokenops/prices_cli.py",
+    "warehouse/monthly_report.py",
+    "warehouse/report_api.py",
 ]
 
 

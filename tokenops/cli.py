@@ -170,6 +170,7 @@ def _add_group(group: typer.Typer, name: str) -> None:
 
 
 def _groups() -> None:
+    from tokenops.access_cli import access_app
     from tokenops.alerts_cli import alerts_app
     from tokenops.export_cli import export_app
     from tokenops.ingest_cli import ingest_app
@@ -181,6 +182,7 @@ def _groups() -> None:
     _add_group(export_app, "export")
     _add_group(report_app, "report")
     _add_group(ingest_app, "ingest")
+    _add_group(access_app, "access")
 
 
 _groups()

@@ -1,4 +1,5 @@
-"""`tokenops report`: unit economics from the running warehouse service, as tables or JSON.
+"""`tokenops report`: unit economics from the running warehouse service, as tables or JSON, and
+the monthly cost report as a file (`tokenops report --period 2026-11`).
 
 Every command asks the warehouse service's API (the only process that opens the DuckDB file), so
 it shows the numbers the dashboard shows. Tables round money to 6 decimal places for reading;
@@ -11,16 +12,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
+from tokenops.errors import TokenopsError
 from tokenops.settings import get_settings
 from tokenops.warehouse_client import warehouse_get
 
 report_app = typer.Typer(
     invoke_without_command=True,
-    help="Unit economics from the warehouse: costs, margins, movers, prompt versions.",
+    help="Unit economics from the warehouse: costs, margins, movers, prompt versions; "
+    "with --period, the monthly cost report.",
 )
 
 Kind = Literal["text", "figure", "count", "money", "pct", "number"]
@@ -96,12 +101,81 @@ UNIT_COST_COLUMNS = [
 ]
 
 
+class ReportFormat(StrEnum):
+    html = "html"
+    pdf = "pdf"
+    csv = "csv"
+
+
 @report_app.callback()
-def report(ctx: typer.Context) -> None:
-    """Unit economics from the running warehouse service (`tokenops warehouse` or `up`)."""
-    if ctx.invoked_subcommand is None:
+def report(
+    ctx: typer.Context,
+    period: Annotated[
+        str | None, typer.Option(help="write the monthly cost report of this month, e.g. 2026-11")
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="the report of this tenant only (default: all you see)")
+    ] = None,
+    file_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--format", help="html (default, with a chart), pdf, or csv (exact figures)"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="where to write it (default: tokenops-report-<period>[-<tenant>].<format>)"
+        ),
+    ] = None,
+) -> None:
+    """Unit economics from the running warehouse service (`tokenops warehouse` or `up`).
+
+    `tokenops report --period 2026-11 [--tenant acme] [--format html|pdf|csv]` writes the
+    monthly cost report, with the dashboard's numbers, for finance to send on."""
+    monthly = any(option is not None for option in (period, tenant, file_format, out))
+    if ctx.invoked_subcommand is not None:
+        if monthly:
+            raise typer.BadParameter(
+                "--period, --tenant, --format and --out before a subcommand make the monthly "
+                "report; put a subcommand's options after its name "
+                f"(tokenops report {ctx.invoked_subcommand} --help)"
+            )
+        return
+    if not monthly:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
+    if period is None:
+        raise typer.BadParameter("the monthly report needs a month", param_hint="--period")
+    try:
+        write_monthly_report(period, tenant, file_format or ReportFormat.html, out)
+    except TokenopsError as exc:  # a group callback is not wrapped like the commands
+        typer.echo(f"tokenops: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def write_monthly_report(
+    period: str, tenant: str | None, file_format: ReportFormat, out: Path | None
+) -> None:
+    """Fetch the monthly report file from the warehouse service and write it."""
+    from warehouse.monthly_report import file_name, month_bounds
+
+    try:  # refused here, whether the service runs or not
+        first, _ = month_bounds(period)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--period") from None
+    month, fmt = f"{first:%Y-%m}", file_format.value
+    response = warehouse_get(
+        get_settings(),
+        "/api/reports/monthly",
+        {"period": month, "tenant": tenant, "format": fmt},
+    )
+    path = out or Path(file_name(month, tenant, fmt))
+    try:
+        path.write_bytes(response.content)
+    except OSError as exc:
+        raise TokenopsError(f"cannot write {path}: {exc.strerror}") from None
+    spend = response.headers.get("x-report-spend-usd", "?")
+    who = f"tenant {tenant}" if tenant is not None else "all tenants"
+    typer.echo(f"{path}: cost report {month}, {who}: spend {spend} USD")
 
 
 @report_app.command()

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.price_book import load_price_book
@@ -63,6 +63,23 @@ class Settings(BaseSettings):
     """How often the warehouse writes Parquet snapshots for outside readers (0: only on request)."""
     snapshot_keep: int = Field(24, ge=1)
     """Snapshots kept; older ones are deleted."""
+
+    session_secret: SecretStr | None = None
+    """Signs dashboard session cookies; unset: a random one kept in DATA_DIR/session.key."""
+    api_token: SecretStr | None = None
+    """The query-API token the CLI sends (`Authorization: Bearer`), from access.yaml."""
+
+    @field_validator("session_secret", "api_token")
+    @classmethod
+    def _unset_when_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("use at least 32 random characters (e.g. `openssl rand -hex 32`)")
+        return value
 
     @property
     def bootstrap(self) -> str:

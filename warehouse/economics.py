@@ -36,7 +36,7 @@ from typing import Any
 import duckdb
 
 from warehouse.queries import money
-from warehouse.rollup import cost_facts
+from warehouse.rollup import cost_facts, in_tenants
 
 DIMENSIONS = ("tenant", "feature", "prompt_version", "model", "provider", "day")
 """Columns of the call_economics view that costs can be grouped by (model: the served model,
@@ -88,11 +88,15 @@ def _filters(
     end: datetime | None = None,
     tenant: str | None = None,
     feature: str | None = None,
+    tenants: frozenset[str] | None = None,
 ) -> tuple[str, list[object]]:
     start, end = _utc(start), _utc(end)
     if start is not None and end is not None and start >= end:
         raise ValueError("start must be before end")
     where, params = ["TRUE"], list[object]()
+    if tenants is not None:
+        where.append(in_tenants("?"))
+        params.append(sorted(tenants))
     for clause, value in (
         ("event_time >= ?", start),
         ("event_time < ?", end),
@@ -121,13 +125,17 @@ def unit_costs(
     end: datetime | None = None,
     tenant: str | None = None,
     feature: str | None = None,
+    *,
+    model: str | None = None,
+    tenants: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Requests, tokens, cost and the unit costs per group, most expensive first (no group: one
-    row of totals)."""
+    row of totals); of `tenants` only (None: every tenant), optionally of one tenant, feature
+    or served model."""
     dims = _dimensions(group_by)
     _filters(start, end, tenant, feature)  # refuses start >= end
-    facts, params = cost_facts(_utc(start), _utc(end))
-    params.update(tenant=tenant, feature=feature)
+    facts, params = cost_facts(_utc(start), _utc(end), tenants)
+    params.update(tenant=tenant, feature=feature, model=model)
     result = cur.execute(
         f"""
         SELECT {"".join(f"{d}, " for d in dims)}
@@ -145,6 +153,7 @@ def unit_costs(
         FROM {facts} AS facts
         WHERE (CAST($tenant AS VARCHAR) IS NULL OR tenant = $tenant)
           AND (CAST($feature AS VARCHAR) IS NULL OR feature = $feature)
+          AND (CAST($model AS VARCHAR) IS NULL OR model = $model)
         {"GROUP BY ALL HAVING sum(requests) > 0" if dims else ""}
         ORDER BY cost_usd DESC{"".join(f", {d} NULLS LAST" for d in dims)}
         """,
@@ -204,16 +213,22 @@ def current_month(now: datetime | None = None) -> str:
 
 
 def margins(
-    cur: duckdb.DuckDBPyConnection, period: str, tenant: str | None = None
+    cur: duckdb.DuckDBPyConnection,
+    period: str,
+    tenant: str | None = None,
+    *,
+    tenants: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """Gross margin per tenant for a period of whole months, least profitable first, and the
-    total. margin_pct = margin / revenue x 100 (None without revenue)."""
+    total (of the tenants shown: `tenants`, None for every one). margin_pct = margin / revenue
+    x 100 (None without revenue)."""
     first, end = parse_period(period)
     result = cur.execute(
-        """SELECT * FROM tenant_margins(?, ?)
-           WHERE CAST(? AS VARCHAR) IS NULL OR tenant = ?
-           ORDER BY margin_usd, tenant""",
-        [first, end, tenant, tenant],
+        f"""SELECT * FROM tenant_margins(?, ?)
+            WHERE (CAST(? AS VARCHAR) IS NULL OR tenant = ?)
+              AND (CAST(? AS VARCHAR[]) IS NULL OR {in_tenants("?")})
+            ORDER BY margin_usd, tenant""",
+        [first, end, tenant, tenant, *[None if tenants is None else sorted(tenants)] * 2],
     )
     rows = _rows(result)
     total = {
@@ -274,6 +289,8 @@ def movers(
     week: str,
     tenant: str | None = None,
     limit: int = 10,
+    *,
+    tenants: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """Week-over-week movers: cost in the ISO week (Monday 00:00 UTC, 7 days) against the week
     before, largest absolute change first. delta_pct = delta / previous x 100 (None when the
@@ -283,7 +300,7 @@ def movers(
         raise ValueError("movers compare weeks: group them by anything but day")
     this_week = datetime.combine(parse_week(week), datetime.min.time(), UTC)
     previous, following = this_week - timedelta(days=7), this_week + timedelta(days=7)
-    facts, params = cost_facts(previous, following)
+    facts, params = cost_facts(previous, following, tenants)
     params.update(this=this_week, tenant=tenant, limit=limit)
     result = cur.execute(
         f"""
@@ -330,11 +347,13 @@ def prompt_versions(
     tenant: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    *,
+    tenants: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Prompt versions side by side, per feature: requests, error rate, cost and tokens per
     request, and the latency of successful requests (p50 and p95, nearest rank: the smallest
     latency that at least 50 % / 95 % of them do not exceed)."""
-    where, params = _filters(start, end, tenant, feature)
+    where, params = _filters(start, end, tenant, feature, tenants)
     # Latency does not depend on prices: its percentiles come straight from `calls`, without
     # the corrections join; the sums come from the daily rollup.
     latency = {
@@ -345,7 +364,7 @@ def prompt_versions(
             params,
         ).fetchall()
     }
-    facts, named = cost_facts(_utc(start), _utc(end))
+    facts, named = cost_facts(_utc(start), _utc(end), tenants)
     named.update(tenant=tenant, feature=feature)
     result = cur.execute(
         f"""

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from warehouse import focus
+from warehouse.access import ViewerDep
 from warehouse.query_api import StoreDep, _read
 
 router = APIRouter(prefix="/api")
@@ -23,11 +24,15 @@ router = APIRouter(prefix="/api")
 @router.get("/export/focus", response_class=FileResponse)
 async def export_focus(
     store: StoreDep,
+    viewer: ViewerDep,
     period: Annotated[str, Query(description="a month YYYY-MM, or days YYYY-MM-DD..YYYY-MM-DD")],
     fmt: Annotated[focus.Format, Query(alias="format")] = "csv",
+    tenant: str | None = None,
 ) -> FileResponse:
-    """The period's FOCUS 1.2 cost-and-usage rows. Headers: X-Tokenops-Focus-Rows,
-    X-Tokenops-Billed-Cost-Usd (the file's total) and X-Tokenops-Unpriced-Calls (not in it)."""
+    """The period's FOCUS 1.2 cost-and-usage rows of the tenants the viewer sees (or of one).
+    Headers: X-Tokenops-Focus-Rows, X-Tokenops-Billed-Cost-Usd (the file's total) and
+    X-Tokenops-Unpriced-Calls (not in it)."""
+    tenants = viewer.scope(tenant)
     try:
         billing_period = focus.parse_period(period)
     except focus.FocusPeriodError as exc:
@@ -36,7 +41,7 @@ async def export_focus(
     filename = f"focus-{billing_period.label}.{fmt}"
     try:
         export: focus.FocusExport = await asyncio.to_thread(
-            _read, store, focus.export_focus, billing_period, fmt, folder / filename
+            _read, store, focus.export_focus, billing_period, fmt, folder / filename, tenants
         )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

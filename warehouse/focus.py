@@ -54,6 +54,7 @@ from typing import Literal
 
 import duckdb
 
+from warehouse.rollup import in_tenants
 from warehouse.store import TOKEN_COLUMNS, WarehouseError
 
 FOCUS_VERSION = "1.2"
@@ -179,6 +180,8 @@ def _pairs(new: str, old: str) -> str:
 
 
 _DAY = "epoch_us(c.event_time) // 86400000000"
+_SCOPE = f"(CAST($tenants AS VARCHAR[]) IS NULL OR {in_tenants('$tenants', 'c.tenant')})"
+"""The tenants exported: `$tenants`, a list of tenant ids, or NULL for every tenant."""
 """The UTC day as a day number: integer arithmetic, no time zone conversion per call."""
 _DIMENSIONS = (
     "day, tenant, feature, prompt_version, provider, provider_model, served_model, token_class, "
@@ -195,6 +198,7 @@ _USAGE = f"""
                json_transform(c.cost_by_class, '{_BREAKDOWN}') AS breakdown
         FROM calls c
         WHERE c.price_status = 'priced' AND c.event_time >= $start AND c.event_time < $end
+              AND {_SCOPE}
     ), lines AS (
         SELECT day, tenant, feature, prompt_version, provider, provider_model, served_model,
                price_version_id, billing_currency, fx_rate, line.token_class, line.cost,
@@ -229,7 +233,7 @@ _CORRECTIONS = f"""
                    '{_BREAKDOWN}'
                ) AS old
         FROM corrections k JOIN calls c USING (event_id)
-        WHERE c.event_time >= $start AND c.event_time < $end
+        WHERE c.event_time >= $start AND c.event_time < $end AND {_SCOPE}
     ), lines AS (
         SELECT day, tenant, feature, prompt_version, provider, provider_model, served_model,
                price_version_id, previous_price_version_id, corrected_at, line.token_class,
@@ -341,11 +345,20 @@ def _parquet_value(column: str, kind: str) -> str:
 
 
 def export_focus(
-    cur: duckdb.DuckDBPyConnection, period: BillingPeriod, fmt: Format, path: Path
+    cur: duckdb.DuckDBPyConnection,
+    period: BillingPeriod,
+    fmt: Format,
+    path: Path,
+    tenants: frozenset[str] | None = None,
 ) -> FocusExport:
-    """Write the period's FOCUS rows to `path` from one consistent snapshot of the warehouse
-    (read-only: the rows are staged in a temporary table that the closing rollback drops)."""
-    params = {"start": period.start, "end": period.end}
+    """Write the period's FOCUS rows of `tenants` (None: every tenant) to `path` from one
+    consistent snapshot of the warehouse (read-only: the rows are staged in a temporary table
+    that the closing rollback drops). The total is checked against the same tenants' cost."""
+    params = {
+        "start": period.start,
+        "end": period.end,
+        "tenants": None if tenants is None else sorted(tenants),
+    }
     cur.execute("BEGIN TRANSACTION")
     try:
         cur.execute(f"CREATE TEMP TABLE {_ROWS} AS {_FOCUS}", params)
@@ -355,7 +368,9 @@ def export_focus(
         warehouse = cur.execute(
             """SELECT coalesce(sum(effective_cost_usd), 0),
                       count(*) FILTER (WHERE effective_price_status = 'unpriced')
-               FROM call_costs WHERE event_time >= $start AND event_time < $end""",
+               FROM call_costs c
+               WHERE c.event_time >= $start AND c.event_time < $end AND """
+            + _SCOPE,
             params,
         ).fetchone()
         assert found is not None and warehouse is not None

@@ -1,4 +1,7 @@
-"""How the load is going: the conservation report, the quarantine, totals and snapshots."""
+"""How the load is going: the conservation report, the quarantine, totals and snapshots.
+
+These records span tenants (a quarantined record may not even name one), so only a viewer who
+sees every tenant may read them or take a snapshot."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from warehouse import queries
+from warehouse.access import AdminDep
 from warehouse.query_api import StoreDep, _read
 from warehouse.store import WarehouseStore
 
@@ -19,7 +23,7 @@ router = APIRouter(prefix="/api")
 
 @router.get("/ingest/conservation")
 async def conservation(
-    store: StoreDep, topic: str | None = None, since: datetime | None = None
+    store: StoreDep, viewer: AdminDep, topic: str | None = None, since: datetime | None = None
 ) -> dict[str, Any]:
     """Per topic, partition and hour: consumed = loaded + quarantined + duplicates."""
     report: dict[str, Any] = await asyncio.to_thread(
@@ -31,6 +35,7 @@ async def conservation(
 @router.get("/quarantine")
 async def quarantine(
     store: StoreDep,
+    viewer: AdminDep,
     stage: Literal["decode", "pricing", "expectations"] | None = None,
     topic: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
@@ -43,7 +48,7 @@ async def quarantine(
 
 
 @router.get("/ingest/totals")
-async def totals(store: StoreDep) -> dict[str, Any]:
+async def totals(store: StoreDep, viewer: AdminDep) -> dict[str, Any]:
     found: dict[str, Any] = await asyncio.to_thread(_read, store, queries.warehouse_totals)
     return found
 
@@ -58,7 +63,7 @@ def take_snapshot(store: WarehouseStore, root: Path, keep: int) -> Path:
 
 
 @router.post("/snapshots")
-async def snapshot(request: Request, store: StoreDep) -> dict[str, Any]:
+async def snapshot(request: Request, store: StoreDep, viewer: AdminDep) -> dict[str, Any]:
     """Write a Parquet snapshot now (also written every `TOKENOPS_SNAPSHOT_INTERVAL_S`)."""
     settings = request.app.state.settings
     folder = await asyncio.to_thread(

@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.rollup import cost_facts
+from warehouse.rollup import cost_facts, in_tenants
 
 COST_DIMENSIONS = (
     "tenant",
@@ -32,18 +32,33 @@ def money(value: Decimal | None) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def _scoped(
+    where: list[str], params: list[object], tenants: frozenset[str] | None, column: str = "tenant"
+) -> None:
+    """Limit a query to `tenants` (None: every tenant); rows without a tenant are then hidden."""
+    if tenants is not None:
+        where.append(in_tenants("?", column))
+        params.append(sorted(tenants))
+
+
 def cost_rows(
     cur: duckdb.DuckDBPyConnection,
     group_by: list[str],
     start: datetime | None = None,
     end: datetime | None = None,
     tenant: str | None = None,
+    *,
+    feature: str | None = None,
+    model: str | None = None,
+    tenants: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Cost per group of `group_by`, of `tenants` only (None: every tenant), optionally of one
+    tenant, feature or served model."""
     unknown = [g for g in group_by if g not in COST_DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {list(COST_DIMENSIONS)}")
-    facts, params = cost_facts(start, end)
-    params["tenant"] = tenant
+    facts, params = cost_facts(start, end, tenants)
+    params.update(tenant=tenant, feature=feature, model=model)
     sql = f"""
         SELECT {", ".join([*group_by, ""])}
                sum(requests) AS requests,
@@ -55,7 +70,9 @@ def cost_rows(
                sum(unpriced_requests) AS unpriced_requests,
                coalesce(sum(requests) FILTER (WHERE outcome <> 'ok'), 0) AS failed_requests
         FROM {facts} AS facts
-        WHERE CAST($tenant AS VARCHAR) IS NULL OR tenant = $tenant
+        WHERE (CAST($tenant AS VARCHAR) IS NULL OR tenant = $tenant)
+          AND (CAST($feature AS VARCHAR) IS NULL OR feature = $feature)
+          AND (CAST($model AS VARCHAR) IS NULL OR model = $model)
         {"GROUP BY ALL HAVING sum(requests) > 0" if group_by else ""}
         ORDER BY cost_usd DESC NULLS LAST{"".join(f", {g}" for g in group_by)}
     """
@@ -76,10 +93,17 @@ def cost_rows(
 
 
 def alert_rows(
-    cur: duckdb.DuckDBPyConnection, tenant: str | None = None, kind: str | None = None
+    cur: duckdb.DuckDBPyConnection,
+    tenant: str | None = None,
+    kind: str | None = None,
+    *,
+    tenants: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Alerts, newest first; of `tenants` only (organisation-wide alerts have no tenant and are
+    shown only when every tenant is)."""
     where: list[str] = ["TRUE"]
     params: list[object] = []
+    _scoped(where, params, tenants)
     if tenant is not None:
         where.append("tenant = ?")
         params.append(tenant)
@@ -109,16 +133,22 @@ def alert_rows(
 
 
 def correction_rows(
-    cur: duckdb.DuckDBPyConnection, tenant: str | None = None
+    cur: duckdb.DuckDBPyConnection,
+    tenant: str | None = None,
+    *,
+    tenants: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
+    where: list[str] = ["(CAST(? AS VARCHAR) IS NULL OR c.tenant = ?)"]
+    params: list[object] = [tenant, tenant]
+    _scoped(where, params, tenants, column="c.tenant")
     result = cur.execute(
-        """SELECT k.correction_id AS id, k.event_id, c.tenant, c.provider, c.provider_model,
-                  c.event_time, k.previous_price_version_id, k.price_version_id, k.delta_usd,
-                  k.cost_usd, k.reason, k.created_at
-           FROM corrections k JOIN calls c USING (event_id)
-           WHERE (CAST(? AS VARCHAR) IS NULL OR c.tenant = ?)
-           ORDER BY k.created_at DESC, k.event_id""",
-        [tenant, tenant],
+        f"""SELECT k.correction_id AS id, k.event_id, c.tenant, c.provider, c.provider_model,
+                   c.event_time, k.previous_price_version_id, k.price_version_id, k.delta_usd,
+                   k.cost_usd, k.reason, k.created_at
+            FROM corrections k JOIN calls c USING (event_id)
+            WHERE {" AND ".join(where)}
+            ORDER BY k.created_at DESC, k.event_id""",
+        params,
     )
     columns = [d[0] for d in result.description]
     rows = []
@@ -135,11 +165,17 @@ def correction_rows(
 
 
 def delivery_rows(
-    cur: duckdb.DuckDBPyConnection, alert_id: str | None = None, webhook: str | None = None
+    cur: duckdb.DuckDBPyConnection,
+    alert_id: str | None = None,
+    webhook: str | None = None,
+    *,
+    tenants: frozenset[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every webhook attempt recorded for alerts, newest first."""
+    """Every webhook attempt recorded for alerts of `tenants` (None: every tenant), newest
+    first."""
     where: list[str] = ["TRUE"]
     params: list[object] = []
+    _scoped(where, params, tenants)
     if alert_id is not None:
         where.append("alert_id = ?")
         params.append(alert_id)

@@ -128,6 +128,14 @@ _FROM_CALLS = _FACT_COLUMNS.format(
     cost="effective_cost_usd",
     savings="coalesce(cache_savings_usd, 0)",
 )
+
+
+def in_tenants(param: str, column: str = "tenant") -> str:
+    """SQL true for a row of one of the tenants listed in `param` (`?` or `$name`, bound to a
+    list of tenant ids); a row without a tenant is in no list."""
+    return f"list_contains(CAST({param} AS VARCHAR[]), {column})"
+
+
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -136,8 +144,12 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
 
 
-def cost_facts(start: datetime | None, end: datetime | None) -> tuple[str, dict[str, Any]]:
-    """A subquery of cost facts in [start, end) (None: unbounded) and its named parameters.
+def cost_facts(
+    start: datetime | None, end: datetime | None, tenants: frozenset[str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A subquery of cost facts in [start, end) (None: unbounded) of `tenants` (None: every
+    tenant) and its named parameters. Both sources are filtered by tenant, so no caller can
+    forget the scope of one of them.
 
     Columns: event_time (a rollup row's is its day's midnight), day, tenant, feature,
     prompt_version, requested_model, model (served), provider, endpoint, outcome, fallback, and
@@ -148,10 +160,15 @@ def cost_facts(start: datetime | None, end: datetime | None) -> tuple[str, dict[
     first = lo.date() if lo == _midnight(lo.date()) else lo.date() + timedelta(days=1)
     last = hi.date()
     params: dict[str, Any] = {}
+    scope = ""
+    if tenants is not None:
+        scope = f" AND {in_tenants('$tenants')}"
+        params["tenants"] = sorted(tenants)
     parts = []
     if first < last:
         parts.append(
-            f"SELECT {_FROM_ROLLUP} FROM daily_costs WHERE day >= $first_day AND day < $end_day"
+            f"SELECT {_FROM_ROLLUP} FROM daily_costs "
+            f"WHERE day >= $first_day AND day < $end_day{scope}"
         )
         params.update(first_day=first, end_day=last)
         edges = [(lo, _midnight(first)), (_midnight(last), hi)]
@@ -161,9 +178,9 @@ def cost_facts(start: datetime | None, end: datetime | None) -> tuple[str, dict[
         if edge_lo < edge_hi:
             parts.append(
                 f"SELECT {_FROM_CALLS} FROM call_costs "
-                f"WHERE event_time >= $lo{n} AND event_time < $hi{n}"
+                f"WHERE event_time >= $lo{n} AND event_time < $hi{n}{scope}"
             )
             params.update({f"lo{n}": edge_lo, f"hi{n}": edge_hi})
     if not parts:  # an empty range: the columns, no rows
-        parts.append(f"SELECT {_FROM_ROLLUP} FROM daily_costs WHERE false")
+        parts.append(f"SELECT {_FROM_ROLLUP} FROM daily_costs WHERE false{scope}")
     return "(" + "\nUNION ALL\n".join(parts) + ")", params

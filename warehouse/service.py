@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 
+from dashboards.login import router as login_router
 from dashboards.web import router as dashboard_router
 from ingest.loader import WarehouseLoader
 from ingest.quality import CallChecks
@@ -18,12 +21,15 @@ from streams.budget_registry import BudgetRegistry
 from streams.budgets import load_budgets
 from tokenops.broker import require_broker
 from tokenops.settings import Settings, get_settings, load_pricer
+from warehouse.access import AccessBook, Sessions, ViewerDep, session_secret
 from warehouse.budgets_api import router as budgets_router
 from warehouse.economics_api import router as economics_router
 from warehouse.export_api import router as export_router
 from warehouse.ingest_api import router as ingest_router
 from warehouse.ingest_api import take_snapshot
+from warehouse.overview import router as overview_router
 from warehouse.query_api import router as query_router
+from warehouse.report_api import router as report_router
 from warehouse.revenue import load_revenue, sync_revenue
 from warehouse.store import WarehouseStore
 
@@ -34,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     require_broker(settings.bootstrap)
     tenants = TenantDirectory.load(settings.config_dir / "tenants.yaml").names
+    viewers = AccessBook.load(settings.config_dir / "access.yaml", tenants)
     revenue = load_revenue(settings.config_dir / "revenue.yaml")
     store = WarehouseStore(
         settings.warehouse_path,
@@ -88,7 +95,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await budgets.close()
             store.close()
 
-    app = FastAPI(title="tokenops warehouse", lifespan=lifespan, docs_url="/api/docs")
+    # The API docs and schema are served below, to logged-in viewers only.
+    app = FastAPI(
+        title="tokenops warehouse",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.access = viewers
+    app.state.sessions = Sessions(session_secret(settings))
     app.state.store = store
     app.state.loader = loader
     app.state.budgets = budgets
@@ -98,7 +114,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(budgets_router)
     app.include_router(export_router)
     app.include_router(ingest_router)
+    app.include_router(overview_router)
+    app.include_router(report_router)
     app.include_router(dashboard_router)
+    app.include_router(login_router)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi(viewer: ViewerDep) -> dict[str, object]:
+        return app.openapi()
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs(viewer: ViewerDep) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="tokenops warehouse API")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

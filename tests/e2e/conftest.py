@@ -20,6 +20,10 @@ import yaml
 from tests.support import REPO, free_ports
 from tokenops.settings import DEMO_CONFIG_DIR
 
+API_TOKEN = "fin-demo-token"
+"""The demo finance token (access.yaml): the query API for every tenant."""
+FINANCE = {"Authorization": f"Bearer {API_TOKEN}"}
+
 
 @dataclass
 class Pipeline:
@@ -29,6 +33,8 @@ class Pipeline:
     log: Path
     ports: list[int]
     env: dict[str, str]
+    http: httpx.Client
+    """Sends the finance token: the warehouse's query API answers it for every tenant."""
 
     def tokenops(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a `tokenops` command against this pipeline, as an operator would."""
@@ -62,6 +68,7 @@ def running_pipeline(
         TOKENOPS_WAREHOUSE_PORT=str(ports[2]),
         TOKENOPS_SIMULATOR_PORT=str(ports[3]),
         TOKENOPS_SIMULATE="always",
+        TOKENOPS_API_TOKEN=API_TOKEN,
     )
     log = tmp / "up.log"
     with log.open("wb") as out:
@@ -75,6 +82,7 @@ def running_pipeline(
         log=log,
         ports=ports,
         env={**env, "TOKENOPS_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports[0]}"},
+        http=httpx.Client(headers=FINANCE),
     )
     try:
         deadline = time.monotonic() + 120
@@ -84,6 +92,7 @@ def running_pipeline(
             time.sleep(0.2)
         yield pipeline
     finally:
+        pipeline.http.close()
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
@@ -94,10 +103,11 @@ def running_pipeline(
 
 
 def poll(url: str, ready: Any, timeout_s: float = 120.0) -> Any:
+    """GET the warehouse API `url` (with the finance token) until `ready(body)`."""
     deadline = time.monotonic() + timeout_s
     body = None
     while time.monotonic() < deadline:
-        body = httpx.get(url, timeout=10).json()
+        body = httpx.get(url, headers=FINANCE, timeout=10).json()
         if ready(body):
             return body
         time.sleep(0.5)

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import Pipeline, running_pipeline
@@ -38,7 +37,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
 
 
 def anomalies(pipeline: Pipeline) -> list[dict[str, object]]:
-    body = httpx.get(f"{pipeline.api}/api/alerts?kind=anomaly", timeout=10).json()
+    body = pipeline.http.get(f"{pipeline.api}/api/alerts?kind=anomaly", timeout=10).json()
     alerts: list[dict[str, object]] = body["alerts"]
     return alerts
 

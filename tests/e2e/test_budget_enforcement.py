@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import Pipeline, poll, running_pipeline
+from tests.e2e.conftest import FINANCE, Pipeline, poll, running_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
 
 def test_budgets_are_listed_created_changed_and_deleted(pipeline: Pipeline) -> None:
     api = f"{pipeline.api}/api/budgets"
-    listed = httpx.get(api).json()["budgets"]
+    listed = pipeline.http.get(api).json()["budgets"]
     assert [b["scope"] for b in listed] == [{"tenant": "acme"}]
     assert listed[0]["current_period"]["measures"]["usd"]["limit"] == "1000"
 
@@ -40,22 +40,22 @@ def test_budgets_are_listed_created_changed_and_deleted(pipeline: Pipeline) -> N
         "limit_usd": "2.50",
         "thresholds": [0.5, 0.8, 1.0],
     }
-    created = httpx.post(api, json=body)
+    created = pipeline.http.post(api, json=body)
     assert created.status_code == 201, created.text
     budget = created.json()
     assert budget["id"] and budget["limit_usd"] == "2.50" and budget["hard"] is False
     assert budget["current_period"]["start"].endswith("+00:00")
 
-    changed = httpx.put(f"{api}/{budget['id']}", json={**body, "hard": True}).json()
+    changed = pipeline.http.put(f"{api}/{budget['id']}", json={**body, "hard": True}).json()
     assert changed["hard"] is True and changed["id"] == budget["id"]
-    assert httpx.get(f"{api}/{budget['id']}").json()["hard"] is True
+    assert pipeline.http.get(f"{api}/{budget['id']}").json()["hard"] is True
 
-    bad = httpx.post(api, json={**body, "period": "fortnight"})
+    bad = pipeline.http.post(api, json={**body, "period": "fortnight"})
     assert bad.status_code == 422 and "period" in bad.json()["detail"]
-    assert httpx.post(api, json={**body, "id": budget["id"]}).status_code == 409
-    assert httpx.delete(f"{api}/{budget['id']}").status_code == 204
-    assert httpx.get(f"{api}/{budget['id']}").status_code == 404
-    assert httpx.delete(f"{api}/{budget['id']}").status_code == 404
+    assert pipeline.http.post(api, json={**body, "id": budget["id"]}).status_code == 409
+    assert pipeline.http.delete(f"{api}/{budget['id']}").status_code == 204
+    assert pipeline.http.get(f"{api}/{budget['id']}").status_code == 404
+    assert pipeline.http.delete(f"{api}/{budget['id']}").status_code == 404
 
 
 async def burst(pipeline: Pipeline, calls: int) -> list[Any]:
@@ -81,7 +81,8 @@ async def burst(pipeline: Pipeline, calls: int) -> list[Any]:
 
 
 def used(url: str) -> Decimal:
-    return Decimal(httpx.get(url).json()["current_period"]["measures"]["usd"]["used"])
+    body = httpx.get(url, headers=FINANCE).json()
+    return Decimal(body["current_period"]["measures"]["usd"]["used"])
 
 
 def wait_for_metric(url: str, line: str, timeout_s: float = 60) -> None:
@@ -93,7 +94,7 @@ def wait_for_metric(url: str, line: str, timeout_s: float = 60) -> None:
 
 def test_a_hard_limit_holds_under_50_concurrent_calls(pipeline: Pipeline) -> None:
     api = f"{pipeline.api}/api/budgets"
-    budget = httpx.post(
+    budget = pipeline.http.post(
         api,
         json={
             "scope": {"tenant": "globex", "feature": "burst"},
@@ -152,7 +153,9 @@ def test_a_hard_limit_holds_under_50_concurrent_calls(pipeline: Pipeline) -> Non
     mine = [a for a in alerts if a["budget_id"] == budget["id"]]
     assert [a["state"] for a in mine] == ["WARN"]
     raised = {k: v for k, v in budget.items() if k not in ("id", "current_period")}
-    httpx.put(f"{api}/{budget['id']}", json={**raised, "limit_usd": "100"}).raise_for_status()
+    pipeline.http.put(
+        f"{api}/{budget['id']}", json={**raised, "limit_usd": "100"}
+    ).raise_for_status()
     recovered = poll(
         f"{pipeline.api}/api/alerts?tenant=globex&kind=budget",
         lambda b: any(

@@ -126,7 +126,7 @@ def test_costs_match_the_client_usage_and_genai_prices_exactly(pipeline: Pipelin
     assert actual == dict(expected)
     assert all(isinstance(r["cost_usd"], str) for r in body["rows"])
 
-    by_tenant = httpx.get(f"{pipeline.api}/api/costs?group_by=tenant&tenant=acme").json()
+    by_tenant = pipeline.http.get(f"{pipeline.api}/api/costs?group_by=tenant&tenant=acme").json()
     acme_total = sum(
         (v["cost_usd"] for k, v in expected.items() if k[0] == "acme"), start=Decimal(0)
     )
@@ -148,14 +148,17 @@ def test_the_tenant_over_budget_gets_one_alert_per_threshold(pipeline: Pipeline)
     breach = next(a for a in body["alerts"] if a["state"] == "BREACH")
     assert breach["scope"] == {"tenant": "globex"} and breach["period"] == "day"
     assert Decimal(breach["spend_usd"]) >= Decimal("0.0005") == Decimal(breach["limit_usd"])
-    assert httpx.get(f"{pipeline.api}/api/alerts?tenant=acme").json()["alerts"] == []
+    assert pipeline.http.get(f"{pipeline.api}/api/alerts?tenant=acme").json()["alerts"] == []
 
 
 def test_dashboard_page_is_served(pipeline: Pipeline) -> None:
-    page = httpx.get(f"{pipeline.api}/")
+    anonymous = httpx.get(f"{pipeline.api}/")
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login?next=/"
+    assert httpx.get(f"{pipeline.api}/api/costs").status_code == 401
+    page = pipeline.http.get(f"{pipeline.api}/")
     assert page.status_code == 200 and "tokenops" in page.text
-    script = httpx.get(f"{pipeline.api}/static/dashboard.js")
-    assert script.status_code == 200 and "/api/costs" in script.text
+    script = httpx.get(f"{pipeline.api}/static/dashboard.js")  # assets need no login
+    assert script.status_code == 200 and "/api/" in script.text
 
 
 def test_a_hard_budget_closes_the_relay_for_that_tenant_only(pipeline: Pipeline) -> None:

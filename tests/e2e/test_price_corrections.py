@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
 import openai
 import pytest
 
@@ -28,7 +27,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
 
 
 def costs_by_model(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    body = httpx.get(f"{pipeline.api}/api/costs?group_by=tenant,model&tenant=acme").json()
+    body = pipeline.http.get(f"{pipeline.api}/api/costs?group_by=tenant,model&tenant=acme").json()
     return {row["model"]: row for row in body["rows"]}
 
 
@@ -90,7 +89,9 @@ def test_added_prices_reprice_history_only_through_corrections(pipeline: Pipelin
     assert all(r["unpriced_requests"] == 0 for r in body["rows"])
     assert contract_usd < list_price
 
-    corrections = httpx.get(f"{pipeline.api}/api/corrections?tenant=acme").json()["corrections"]
+    corrections = pipeline.http.get(f"{pipeline.api}/api/corrections?tenant=acme").json()[
+        "corrections"
+    ]
     assert len(corrections) == 4
     assert {c["price_version_id"] for c in corrections} == {
         "book:alibaba:qwen-turbo:2026-01-01:*:*",

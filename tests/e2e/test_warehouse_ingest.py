@@ -11,7 +11,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-import httpx
 import openai
 import pytest
 
@@ -94,7 +93,7 @@ def test_live_calls_and_imported_history_load_with_bad_rows_quarantined(
     )
     assert {r["prompt_version"]: r["requests"] for r in costs["rows"]} == {None: 6, "v0": 8}
 
-    report = httpx.get(f"{pipeline.api}/api/ingest/conservation").json()
+    report = pipeline.http.get(f"{pipeline.api}/api/ingest/conservation").json()
     assert report["balanced"]
     by_topic: dict[str, dict[str, int]] = {}
     for row in report["rows"]:
@@ -106,7 +105,7 @@ def test_live_calls_and_imported_history_load_with_bad_rows_quarantined(
     assert by_topic[USAGE_EVENTS] == {"consumed": 6, "loaded": 6, "q": 0, "d": 0}
     assert by_topic[USAGE_IMPORTS] == {"consumed": 24, "loaded": 8, "q": 8, "d": 8}
 
-    quarantine = httpx.get(f"{pipeline.api}/api/quarantine?topic={USAGE_IMPORTS}").json()
+    quarantine = pipeline.http.get(f"{pipeline.api}/api/quarantine?topic={USAGE_IMPORTS}").json()
     assert {c["stage"]: c["records"] for c in quarantine["counts"]} == {
         "expectations": 4,
         "decode": 4,
@@ -118,7 +117,7 @@ def test_replay_rebuilds_identical_totals(pipeline: Pipeline, tmp_path: Path) ->
     result = pipeline.tokenops("ingest", "replay", "--into", str(rebuilt))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "identical totals to the running warehouse" in result.stdout
-    live = httpx.get(f"{pipeline.api}/api/ingest/totals").json()
+    live = pipeline.http.get(f"{pipeline.api}/api/ingest/totals").json()
     assert live["calls"] == 14 and Decimal(live["cost_usd"]) > 0
     with duckdb.connect(str(rebuilt), read_only=True) as con:
         calls, cost = con.execute(
@@ -128,7 +127,7 @@ def test_replay_rebuilds_identical_totals(pipeline: Pipeline, tmp_path: Path) ->
 
 
 def test_snapshots_and_a_second_writer(pipeline: Pipeline) -> None:
-    taken = httpx.post(f"{pipeline.api}/api/snapshots", timeout=60).json()
+    taken = pipeline.http.post(f"{pipeline.api}/api/snapshots", timeout=60).json()
     folder = Path(taken["path"])
     assert "calls.parquet" in taken["files"]
     with duckdb.connect() as con:
