@@ -6,7 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka.structs import ConsumerRecord
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ingest.alert_event import AlertEvent
@@ -183,3 +187,52 @@ def end_offsets_by_partition(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
+
+
+@contextmanager
+def warehouse_api_on_loopback(app: Any, monkeypatch: Any) -> Iterator[int]:
+    """Serve `app` (a warehouse API) on a free loopback port in a thread, with the settings
+    pointing the CLI at it; yields the port. The server stops and the settings cache is cleared
+    on exit."""
+    import uvicorn
+
+    from tokenops.settings import get_settings
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
+        time.sleep(0.02)
+    monkeypatch.setenv("TOKENOPS_WAREHOUSE_HOST", "127.0.0.1")
+    monkeypatch.setenv("TOKENOPS_WAREHOUSE_PORT", str(port))
+    get_settings.cache_clear()
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        get_settings.cache_clear()
+
+
+def consumer_record(
+    topic: str, partition: int, offset: int, value: bytes, at_ms: int = 0, key: bytes = b"acme"
+) -> ConsumerRecord[bytes, bytes]:
+    """A record as aiokafka hands it to the warehouse loader."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=at_ms,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=(),
+    )

@@ -16,7 +16,6 @@ import csv
 import io
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner
@@ -37,7 +35,7 @@ from ingest.alert_delivery import AlertDelivery
 from ingest.price_book import ClassRates, PriceBook, PriceVersion
 from ingest.pricing import Pricer
 from ingest.usage_event import TokenCounts
-from tests.support import alert_event, free_port, usage_event
+from tests.support import alert_event, free_port, usage_event, warehouse_api_on_loopback
 from tokenops.broker import ensure_topics, start_embedded_broker
 from tokenops.cli import app as cli
 from tokenops.errors import ConfigError
@@ -576,26 +574,10 @@ def test_the_session_secret_is_kept_in_the_data_dir_or_taken_from_the_environmen
 @pytest.fixture
 def service(app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The same app on a loopback port, where the CLI looks for it."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.02)
     for name in [k for k in os.environ if k.startswith("TOKENOPS_")]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_PORT", str(port))
-    get_settings.cache_clear()
-    try:
+    with warehouse_api_on_loopback(app, monkeypatch):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        get_settings.cache_clear()
 
 
 def test_the_cli_sends_its_token_and_says_when_it_needs_one(

@@ -24,8 +24,6 @@ globex plan 1.50 in November and 3.00 of usage over Oct 17th - Nov 15th (15 days
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -33,18 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ingest.usage_event import TokenCounts, UsageEvent
-from tests.support import REPO, free_port, usage_event
+from tests.support import REPO, usage_event, warehouse_api_on_loopback
 from tests.test_no_float_money import float_uses
 from tokenops.cli import app as cli
 from tokenops.errors import ConfigError
 from tokenops.report_cli import Column, render_table
-from tokenops.settings import get_settings
 from warehouse import economics
 from warehouse.access import Viewer, current_viewer
 from warehouse.economics_api import router
@@ -515,25 +511,8 @@ def test_api_refuses_bad_parameters_clearly(
 @pytest.fixture
 def service(store: WarehouseStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The economics API on a free loopback port, where `tokenops report` looks for it."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(api(store), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.02)
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_HOST", "127.0.0.1")
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_PORT", str(port))
-    get_settings.cache_clear()
-    try:
+    with warehouse_api_on_loopback(api(store), monkeypatch):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        get_settings.cache_clear()
 
 
 def test_report_margins_prints_an_aligned_table(service: None) -> None:

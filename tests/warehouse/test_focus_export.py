@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import re
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,7 +30,6 @@ from typing import Any
 
 import duckdb
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -40,10 +37,9 @@ from typer.testing import CliRunner
 from ingest.price_book import ClassRates, FxRate, PriceBook, PriceVersion
 from ingest.pricing import Pricer
 from ingest.usage_event import TokenCounts, UsageEvent
-from tests.support import REPO, free_port, usage_event
+from tests.support import REPO, usage_event, warehouse_api_on_loopback
 from tests.test_no_float_money import float_uses
 from tokenops.cli import app as cli
-from tokenops.settings import get_settings
 from warehouse.access import Viewer, current_viewer
 from warehouse.export_api import router
 from warehouse.focus import BillingPeriod, FocusPeriodError, export_focus, parse_period
@@ -380,25 +376,8 @@ def test_api_refuses_a_bad_period_or_format(
 @pytest.fixture
 def service(store: WarehouseStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The export API on a free loopback port, where `tokenops export` looks for it."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(api(store), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.02)
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_HOST", "127.0.0.1")
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_PORT", str(port))
-    get_settings.cache_clear()
-    try:
+    with warehouse_api_on_loopback(api(store), monkeypatch):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        get_settings.cache_clear()
 
 
 def test_cli_writes_the_file_it_gets_from_the_service(

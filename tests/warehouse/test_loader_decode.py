@@ -11,23 +11,12 @@ from ingest.loader import WarehouseLoader
 from ingest.pricing import Pricer
 from ingest.topics import USAGE_EVENTS
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
+from tests.support import consumer_record
 from warehouse.store import WarehouseStore
 
 
 def record(value: bytes, offset: int) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic=USAGE_EVENTS,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"acme",
-        value=value,
-        checksum=None,
-        serialized_key_size=4,
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return consumer_record(USAGE_EVENTS, 0, offset, value)
 
 
 def event(**changes: object) -> UsageEvent:

@@ -15,6 +15,7 @@ from ingest.pricing import Pricer
 from ingest.quality import CallChecks
 from ingest.topics import USAGE_EVENTS, USAGE_IMPORTS
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
+from tests.support import consumer_record
 from warehouse.store import WarehouseStore
 
 HOUR_MS = 1_795_000_000_000 // 3_600_000 * 3_600_000  # an hour boundary in Nov 2026
@@ -22,19 +23,7 @@ NOW = datetime.now(UTC)
 
 
 def record(topic: str, partition: int, offset: int, value: bytes, at_ms: int) -> ConsumerRecord:
-    return ConsumerRecord(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp=at_ms,
-        timestamp_type=0,
-        key=b"acme",
-        value=value,
-        checksum=None,
-        serialized_key_size=4,
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return consumer_record(topic, partition, offset, value, at_ms)
 
 
 def wire(**changes: object) -> bytes:

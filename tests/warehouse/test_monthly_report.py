@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -33,15 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ingest.usage_event import TokenCounts, UsageEvent
-from tests.support import alert_event, free_port, usage_event
+from tests.support import alert_event, usage_event, warehouse_api_on_loopback
 from tokenops.cli import app as cli
-from tokenops.settings import get_settings
 from warehouse.access import AccessBook, Viewer, hash_token
 from warehouse.economics_api import router as economics_router
 from warehouse.monthly_report import CSV_HEADER, MonthlyReport, build_report, to_csv
@@ -402,29 +398,12 @@ def service(
 ) -> Iterator[Path]:
     """The API on a free loopback port, where `tokenops report` looks for it with the finance
     token; yields the working directory the CLI writes to."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(api(store), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.02)
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_HOST", "127.0.0.1")
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_PORT", str(port))
     monkeypatch.setenv("TOKENOPS_API_TOKEN", "fin-demo-token")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    get_settings.cache_clear()
-    try:
+    with warehouse_api_on_loopback(api(store), monkeypatch):
         yield work
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        get_settings.cache_clear()
 
 
 def test_report_writes_the_monthly_file(service: Path) -> None:
