@@ -236,3 +236,18 @@ def consumer_record(
         serialized_value_size=len(value),
         headers=(),
     )
+
+
+def api_as_finance(store: Any, *routers: Any) -> Any:
+    """A FastAPI app with `routers` on `store`, every request made by a viewer of every tenant
+    (access control has its own tests, in test_access.py)."""
+    from fastapi import FastAPI
+
+    from warehouse.access import Viewer, current_viewer
+
+    app = FastAPI()
+    for router in routers:
+        app.include_router(router)
+    app.state.store = store
+    app.dependency_overrides[current_viewer] = lambda: Viewer("finance", None)
+    return app

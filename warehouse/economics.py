@@ -36,7 +36,7 @@ from typing import Any
 import duckdb
 
 from warehouse.queries import money
-from warehouse.rollup import cost_facts, in_tenants
+from warehouse.rollup import cost_facts, fact_sums, in_tenants
 
 DIMENSIONS = ("tenant", "feature", "prompt_version", "model", "provider", "day")
 """Columns of the call_economics view that costs can be grouped by (model: the served model,
@@ -134,33 +134,18 @@ def unit_costs(
     or served model."""
     dims = _dimensions(group_by)
     _filters(start, end, tenant, feature)  # refuses start >= end
-    facts, params = cost_facts(_utc(start), _utc(end), tenants)
-    params.update(tenant=tenant, feature=feature, model=model)
-    result = cur.execute(
-        f"""
-        SELECT {"".join(f"{d}, " for d in dims)}
-               coalesce(sum(requests), 0) AS requests,
-               coalesce(sum(requests) FILTER (WHERE outcome = 'ok'), 0) AS successful_requests,
-               coalesce(sum(requests) FILTER (WHERE fallback), 0) AS fallback_requests,
-               coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
-               coalesce(sum(input_uncached_tokens + cache_read_tokens + cache_write_tokens
-                            + cache_write_1h_tokens), 0) AS input_tokens,
-               coalesce(sum(output_tokens + reasoning_tokens), 0) AS output_tokens,
-               coalesce(sum(cost_usd), 0) AS cost_usd,
-               coalesce(sum(cost_usd) FILTER (WHERE outcome <> 'ok'), 0) AS error_cost_usd,
-               coalesce(sum(cost_usd) FILTER (WHERE fallback), 0) AS fallback_cost_usd,
-               coalesce(sum(cache_savings_usd), 0) AS cache_savings_usd
-        FROM {facts} AS facts
-        WHERE (CAST($tenant AS VARCHAR) IS NULL OR tenant = $tenant)
-          AND (CAST($feature AS VARCHAR) IS NULL OR feature = $feature)
-          AND (CAST($model AS VARCHAR) IS NULL OR model = $model)
-        {"GROUP BY ALL HAVING sum(requests) > 0" if dims else ""}
-        ORDER BY cost_usd DESC{"".join(f", {d} NULLS LAST" for d in dims)}
-        """,
-        params,
+    sums = fact_sums(
+        cur,
+        dims,
+        _utc(start),
+        _utc(end),
+        tenant=tenant,
+        feature=feature,
+        model=model,
+        tenants=tenants,
     )
     rows = []
-    for row in _rows(result):
+    for row in sums:
         cost, tokens = row["cost_usd"], row["input_tokens"] + row["output_tokens"]
         rows.append(
             {

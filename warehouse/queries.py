@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.rollup import cost_facts, in_tenants
+from warehouse.rollup import fact_sums, in_tenants
 
 COST_DIMENSIONS = (
     "tenant",
@@ -57,37 +57,16 @@ def cost_rows(
     unknown = [g for g in group_by if g not in COST_DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {list(COST_DIMENSIONS)}")
-    facts, params = cost_facts(start, end, tenants)
-    params.update(tenant=tenant, feature=feature, model=model)
-    sql = f"""
-        SELECT {", ".join([*group_by, ""])}
-               sum(requests) AS requests,
-               sum(input_uncached_tokens + cache_read_tokens + cache_write_tokens
-                   + cache_write_1h_tokens) AS input_tokens,
-               sum(output_tokens + reasoning_tokens) AS output_tokens,
-               sum(cache_read_tokens) AS cache_read_tokens,
-               sum(cost_usd) AS cost_usd,
-               sum(unpriced_requests) AS unpriced_requests,
-               coalesce(sum(requests) FILTER (WHERE outcome <> 'ok'), 0) AS failed_requests
-        FROM {facts} AS facts
-        WHERE (CAST($tenant AS VARCHAR) IS NULL OR tenant = $tenant)
-          AND (CAST($feature AS VARCHAR) IS NULL OR feature = $feature)
-          AND (CAST($model AS VARCHAR) IS NULL OR model = $model)
-        {"GROUP BY ALL HAVING sum(requests) > 0" if group_by else ""}
-        ORDER BY cost_usd DESC NULLS LAST{"".join(f", {g}" for g in group_by)}
-    """
-    result = cur.execute(sql, params)
-    columns = [d[0] for d in result.description]
     rows = []
-    for values in result.fetchall():
-        row = dict(zip(columns, values, strict=True))
-        for count in ("requests", "input_tokens", "output_tokens", "cache_read_tokens"):
-            row[count] = int(row[count] or 0)
-        row["unpriced_requests"] = int(row["unpriced_requests"] or 0)
-        row["failed_requests"] = int(row["failed_requests"])
-        row["cost_usd"] = money(row["cost_usd"])
-        if "day" in row and row["day"] is not None:
-            row["day"] = row["day"].isoformat()
+    for sums in fact_sums(
+        cur, group_by, start, end, tenant=tenant, feature=feature, model=model, tenants=tenants
+    ):
+        row = {g: sums[g] for g in group_by}
+        for name in ("requests", "input_tokens", "output_tokens", "cache_read_tokens"):
+            row[name] = sums[name]
+        row["cost_usd"] = money(sums["cost_usd"])
+        row["unpriced_requests"] = sums["unpriced_requests"]
+        row["failed_requests"] = sums["requests"] - sums["successful_requests"]
         rows.append(row)
     return rows
 

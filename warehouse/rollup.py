@@ -9,6 +9,7 @@ thousand rollup rows. Sums are exact DECIMALs, as in `calls`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -184,3 +185,67 @@ def cost_facts(
     if not parts:  # an empty range: the columns, no rows
         parts.append(f"SELECT {_FROM_ROLLUP} FROM daily_costs WHERE false{scope}")
     return "(" + "\nUNION ALL\n".join(parts) + ")", params
+
+
+def fact_sums(
+    cur: duckdb.DuckDBPyConnection,
+    dimensions: Sequence[str],
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    tenant: str | None = None,
+    feature: str | None = None,
+    model: str | None = None,
+    tenants: frozenset[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The sums every cost answer is made of, per group of `dimensions` (columns of the facts:
+    tenant, feature, prompt_version, model, requested_model, provider, endpoint, outcome, day),
+    most expensive first; no dimensions: one row of totals. Counts are ints (0 when empty),
+    money is Decimal."""
+    facts, params = cost_facts(start, end, tenants)
+    params.update(tenant=tenant, feature=feature, model=model)
+    result = cur.execute(
+        f"""
+        SELECT {"".join(f"{d}, " for d in dimensions)}
+               coalesce(sum(requests), 0) AS requests,
+               coalesce(sum(requests) FILTER (WHERE outcome = 'ok'), 0) AS successful_requests,
+               coalesce(sum(requests) FILTER (WHERE fallback), 0) AS fallback_requests,
+               coalesce(sum(unpriced_requests), 0) AS unpriced_requests,
+               coalesce(sum(input_uncached_tokens + cache_read_tokens + cache_write_tokens
+                            + cache_write_1h_tokens), 0) AS input_tokens,
+               coalesce(sum(output_tokens + reasoning_tokens), 0) AS output_tokens,
+               coalesce(sum(cache_read_tokens), 0) AS cache_read_tokens,
+               coalesce(sum(cost_usd), 0) AS cost_usd,
+               coalesce(sum(cost_usd) FILTER (WHERE outcome <> 'ok'), 0) AS error_cost_usd,
+               coalesce(sum(cost_usd) FILTER (WHERE fallback), 0) AS fallback_cost_usd,
+               coalesce(sum(cache_savings_usd), 0) AS cache_savings_usd
+        FROM {facts} AS facts
+        WHERE (CAST($tenant AS VARCHAR) IS NULL OR tenant = $tenant)
+          AND (CAST($feature AS VARCHAR) IS NULL OR feature = $feature)
+          AND (CAST($model AS VARCHAR) IS NULL OR model = $model)
+        {"GROUP BY ALL HAVING sum(requests) > 0" if dimensions else ""}
+        ORDER BY cost_usd DESC{"".join(f", {d} NULLS LAST" for d in dimensions)}
+        """,
+        params,
+    )
+    columns = [d[0] for d in result.description]
+    rows = []
+    for values in result.fetchall():
+        row = dict(zip(columns, values, strict=True))
+        for name in _COUNTS:
+            row[name] = int(row[name])
+        if isinstance(row.get("day"), date):
+            row["day"] = row["day"].isoformat()
+        rows.append(row)
+    return rows
+
+
+_COUNTS = (
+    "requests",
+    "successful_requests",
+    "fallback_requests",
+    "unpriced_requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+)

@@ -36,13 +36,11 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ingest.usage_event import TokenCounts, UsageEvent
-from tests.support import REPO, usage_event, warehouse_api_on_loopback
-from tests.test_no_float_money import float_uses
+from tests.support import REPO, api_as_finance, usage_event, warehouse_api_on_loopback
 from tokenops.cli import app as cli
 from tokenops.errors import ConfigError
 from tokenops.report_cli import Column, render_table
 from warehouse import economics
-from warehouse.access import Viewer, current_viewer
 from warehouse.economics_api import router
 from warehouse.revenue import load_revenue, split_by_month, sync_revenue
 from warehouse.store import WarehouseStore
@@ -447,21 +445,11 @@ def test_the_demo_revenue_file_loads() -> None:
     assert tenants == {"acme", "globex", "initech"}
 
 
-def test_economics_modules_never_use_floats() -> None:
-    for module in ("warehouse/economics.py", "warehouse/revenue.py", "tokenops/report_cli.py"):
-        assert float_uses((REPO / module).read_text()) == [], module
-
-
 # --- the API -----------------------------------------------------------------------------------
 
 
 def api(store: WarehouseStore) -> FastAPI:
-    app = FastAPI()
-    app.include_router(router)
-    app.state.store = store
-    # Access control has its own tests (test_access.py): here a viewer of every tenant.
-    app.dependency_overrides[current_viewer] = lambda: Viewer("finance", None)
-    return app
+    return api_as_finance(store, router)
 
 
 def test_api_serves_unit_costs_margins_movers_and_prompt_versions(store: WarehouseStore) -> None:

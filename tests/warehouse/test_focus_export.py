@@ -37,10 +37,8 @@ from typer.testing import CliRunner
 from ingest.price_book import ClassRates, FxRate, PriceBook, PriceVersion
 from ingest.pricing import Pricer
 from ingest.usage_event import TokenCounts, UsageEvent
-from tests.support import REPO, usage_event, warehouse_api_on_loopback
-from tests.test_no_float_money import float_uses
+from tests.support import REPO, api_as_finance, usage_event, warehouse_api_on_loopback
 from tokenops.cli import app as cli
-from warehouse.access import Viewer, current_viewer
 from warehouse.export_api import router
 from warehouse.focus import BillingPeriod, FocusPeriodError, export_focus, parse_period
 from warehouse.store import WarehouseError, WarehouseStore
@@ -326,21 +324,11 @@ def test_a_malformed_period_is_refused(text: str) -> None:
         parse_period(text)
 
 
-def test_export_modules_never_use_floats() -> None:
-    for module in ("warehouse/focus.py", "warehouse/export_api.py", "tokenops/export_cli.py"):
-        assert float_uses((REPO / module).read_text()) == [], module
-
-
 # --- the API and the CLI -----------------------------------------------------------------------
 
 
 def api(store: WarehouseStore) -> FastAPI:
-    app = FastAPI()
-    app.include_router(router)
-    app.state.store = store
-    # Access control has its own tests (test_access.py): here a viewer of every tenant.
-    app.dependency_overrides[current_viewer] = lambda: Viewer("finance", None)
-    return app
+    return api_as_finance(store, router)
 
 
 def test_api_returns_the_file_as_an_attachment(store: WarehouseStore) -> None:
