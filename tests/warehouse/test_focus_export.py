@@ -392,6 +392,10 @@ def test_cli_writes_the_file_it_gets_from_the_service(
         r["ChargePeriodStart"] for r in read_csv(tmp_path / "focus-2026-11-03..2026-11-03.csv")
     } == {"2026-11-03T00:00:00Z"}
 
+    one = runner.invoke(cli, ["export", "focus", "--period", "2026-11", "--tenant", "acme"])
+    assert one.exit_code == 0, one.output
+    assert {r["x_Tenant"] for r in read_csv(tmp_path / "focus-2026-11-acme.csv")} == {"acme"}
+
     bad = runner.invoke(cli, ["export", "focus", "--period", "last month"])
     assert bad.exit_code == 2
     assert bad.stderr.startswith("tokenops: period 'last month' is not a month")
