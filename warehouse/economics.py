@@ -39,8 +39,7 @@ from warehouse.queries import money
 from warehouse.rollup import cost_facts, fact_sums, in_tenants
 
 DIMENSIONS = ("tenant", "feature", "prompt_version", "model", "provider", "day")
-"""Columns of the call_economics view that costs can be grouped by (model: the served model,
-day: the UTC date)."""
+"""Cost facts that costs can be grouped by (model: the served model, day: the UTC date)."""
 _WIDE = Context(prec=80)
 
 

@@ -201,7 +201,14 @@ def fact_sums(
     """The sums every cost answer is made of, per group of `dimensions` (columns of the facts:
     tenant, feature, prompt_version, model, requested_model, provider, endpoint, outcome, day),
     most expensive first; no dimensions: one row of totals. Counts are ints (0 when empty),
-    money is Decimal."""
+    money is Decimal.
+
+    A request is one attempt (a row of `calls`): failed attempts and fallbacks cost what they
+    cost. Error cost is the cost of attempts whose outcome is not ok; fallback cost is the cost
+    of attempts that ran on a fallback target. The failed attempt before a fallback is error
+    cost: an event says why the previous attempt failed, not whether a later one followed
+    (events carry no call id). Cache savings are as priced at load time (corrections re-price
+    cost, not savings)."""
     facts, params = cost_facts(start, end, tenants)
     params.update(tenant=tenant, feature=feature, model=model)
     result = cur.execute(
