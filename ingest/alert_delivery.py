@@ -13,11 +13,13 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-DeliveryStatus = Literal["delivered", "retrying", "failed"]
+DeliveryStatus = Literal["delivered", "retrying", "failed", "expired"]
 """delivered: 2xx. retrying: a transient failure, another attempt follows. failed: final (a 4xx
-other than 429, or the last allowed attempt failed)."""
+other than 429, or the last allowed attempt failed). expired: final, not posted, because the
+alert was older than the delivery service's maximum age when its turn came (a webhook added
+later, or a service that was down for long, does not page anyone with stale alerts)."""
 
-FINAL_STATUSES: frozenset[str] = frozenset({"delivered", "failed"})
+FINAL_STATUSES: frozenset[str] = frozenset({"delivered", "failed", "expired"})
 
 
 class AlertDelivery(BaseModel):

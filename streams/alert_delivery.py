@@ -13,6 +13,10 @@ Order and guarantees
   and, at start, rebuilt from the deliveries topic. An alert redelivered by Kafka or republished
   by streams is therefore posted once. A crash between a 2xx and its record can still post
   twice: receivers dedupe on the `X-Tokenops-Alert-Id` header.
+- Stale alerts are not posted: one older than `max_age_s` (TOKENOPS_ALERT_MAX_AGE_S, default
+  an hour) when its delivery to a webhook would begin is recorded as `expired`. A webhook added
+  to a long-running install, or a service back from a long outage, does not page anyone with
+  yesterday's alerts; the records say what was skipped.
 - Retries: connection errors, timeouts, 429 and 5xx, after the server's Retry-After or an
   exponential backoff with jitter (both capped); any other response is final. Attempt numbers
   continue across restarts (from the deliveries topic), so `max_attempts` bounds the total.
@@ -63,6 +67,9 @@ class RetryPolicy:
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
     timeout_s: float = 10.0
+    max_age_s: float = 3600.0
+    """An alert older than this (by its created_at) when its delivery would begin is recorded
+    as expired, not posted."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
@@ -71,6 +78,7 @@ class RetryPolicy:
             backoff_s=settings.alert_delivery_backoff_s,
             max_backoff_s=settings.alert_delivery_max_backoff_s,
             timeout_s=settings.alert_delivery_timeout_s,
+            max_age_s=settings.alert_max_age_s,
         )
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
@@ -107,6 +115,8 @@ class DeliveryStats:
     alerts: int = 0
     delivered: int = 0
     failed: int = 0
+    expired: int = 0
+    """Not posted: older than the maximum age when their delivery would have begun."""
     retries: int = 0
     duplicates: int = 0
     """(alert, webhook) pairs skipped because they had already finished."""
@@ -397,6 +407,10 @@ class AlertDeliveryService:
         producer: AIOKafkaProducer,
     ) -> DeliveryStatus:
         key = (alert.alert_id, target.name)
+        age_s = (datetime.now(UTC) - alert.created_at).total_seconds()
+        if age_s > self.policy.max_age_s:
+            await self._record_expired(target, alert, age_s, producer)
+            return "expired"
         body = body_for(target, alert)
         while True:
             attempt = self._attempts.get(key, 0) + 1
@@ -450,6 +464,33 @@ class AlertDeliveryService:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _record_expired(
+        self, target: WebhookTarget, alert: AlertEvent, age_s: float, producer: AIOKafkaProducer
+    ) -> None:
+        attempt = self._attempts.get((alert.alert_id, target.name), 0) + 1
+        record = AlertDelivery(
+            delivery_id=delivery_id(alert.alert_id, target.name, attempt),
+            alert_id=alert.alert_id,
+            webhook=target.name,
+            tenant=alert.tenant,
+            attempt=attempt,
+            status="expired",
+            error=(
+                f"not posted: the alert was {age_s:.0f} s old, over the maximum age of "
+                f"{self.policy.max_age_s:g} s (TOKENOPS_ALERT_MAX_AGE_S)"
+            ),
+            delivered_at=datetime.now(UTC),
+            latency_ms=0,
+        )
+        await producer.send_and_wait(
+            ALERT_DELIVERIES, key=alert.alert_id.encode(), value=record.to_wire()
+        )
+        self.note(record)
+        self.stats.expired += 1
+        log.info(
+            "alert %s to %s: expired (%.0f s old), not posted", alert.alert_id, target.name, age_s
+        )
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     """Cap on any wait between attempts, a webhook's Retry-After included."""
     alert_delivery_timeout_s: float = Field(10.0, gt=0)
     """Per attempt, from connecting to the end of the response."""
+    alert_max_age_s: float = Field(3600.0, gt=0)
+    """An alert older than this when its delivery to a webhook would begin is recorded as
+    `expired` instead of posted."""
 
     snapshot_interval_s: float = Field(3600.0, ge=0)
     """How often the warehouse writes Parquet snapshots for outside readers (0: only on request)."""

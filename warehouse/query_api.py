@@ -77,7 +77,8 @@ async def alerts(
 async def alert_deliveries(
     store: StoreDep, viewer: ViewerDep, alert_id: str | None = None, webhook: str | None = None
 ) -> dict[str, Any]:
-    """Webhook delivery attempts: delivered, retrying (another attempt follows) or failed."""
+    """Webhook delivery attempts: delivered, retrying (another attempt follows), failed, or
+    expired (too old when its delivery would have begun: not posted)."""
     rows = await asyncio.to_thread(
         _read, store, queries.delivery_rows, alert_id, webhook, tenants=viewer.tenants
     )

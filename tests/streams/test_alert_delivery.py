@@ -1,5 +1,6 @@
 """Alerts reach webhooks over real HTTP from the real broker: Slack and signed JSON bodies,
-retries with backoff, final client errors, filters, and one post per alert across restarts."""
+retries with backoff, final client errors, filters, one post per alert across restarts, and
+no post of an alert that is too old."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +32,10 @@ from tests.support import alert_event, free_port, publish_alerts, read_topic
 from tokenops.errors import ConfigError
 
 SECRET = "s3cret-for-tests"
-FAST = RetryPolicy(max_attempts=4, backoff_s=0.02, max_backoff_s=2.0, timeout_s=5.0)
+FAST = RetryPolicy(
+    max_attempts=4, backoff_s=0.02, max_backoff_s=2.0, timeout_s=5.0, max_age_s=10 * 365 * 86_400
+)
+"""The scenarios' alerts are dated early in November 2026; expiry has its own test."""
 
 
 @dataclass(frozen=True)
@@ -314,6 +319,31 @@ def test_a_redelivered_alert_is_posted_once_even_after_a_restart(
         assert s.stats.duplicates == 4  # first three times, again once
     assert len(receiver.at("/once", first.alert_id)) == 1
     assert [r.status for r in deliveries(broker, first.alert_id, "once")] == ["delivered"]
+
+
+def test_an_alert_older_than_the_maximum_age_is_recorded_as_expired_not_posted(
+    broker: str, receiver: WebhookReceiver, tmp_path: Path
+) -> None:
+    found = targets(
+        tmp_path,
+        f'webhooks: [{{name: fresh, url: "{receiver.url("/fresh")}", format: json, '
+        "tenants: [t-stale]}]",
+    )
+    now = datetime.now(UTC)
+    stale = alert_event("t-stale", created_at=now - timedelta(hours=2))
+    fresh = alert_event("t-stale", created_at=now)
+    publish_alerts(broker, stale, fresh)
+    policy = replace(FAST, max_age_s=3600)
+    with running(
+        AlertDeliveryService(broker, found, policy, group_id=f"g-{uuid.uuid4().hex}")
+    ) as s:
+        assert [r.status for r in wait_for_final(broker, fresh.alert_id, "fresh")] == ["delivered"]
+        (expired,) = wait_for_final(broker, stale.alert_id, "fresh")
+        assert s.stats.expired == 1 and s.stats.delivered == 1
+    assert (expired.status, expired.attempt, expired.http_status) == ("expired", 1, None)
+    assert expired.error is not None and "over the maximum age of 3600 s" in expired.error
+    assert receiver.at("/fresh", stale.alert_id) == []
+    assert len(receiver.at("/fresh", fresh.alert_id)) == 1
 
 
 def test_webhooks_file_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
