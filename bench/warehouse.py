@@ -3,8 +3,9 @@
 1. **Loader rate.** `--loader-events` synthetic usage events (a realistic mix of tenants,
    features, models and cache hits) go through the loader's own micro-batch path exactly as it
    runs on Kafka records: decode against the contract, price, great-expectations checks and the
-   set-based DuckDB insert with its rollup and conservation counts, in batches of 20,000 (the
-   loader's largest). Rows per second.
+   set-based DuckDB insert with its rollup and conservation counts, in the loader's largest
+   batches (100,000). Rows per second, twice: events with token counts only, and events that
+   also keep the provider's raw usage (as the relay writes them), which the loader re-derives.
 2. **Warehouse at scale.** `--calls` calls (default 10 million) are generated set-based inside
    DuckDB (the same table, indexes and views the service uses, 60 days, 50 tenants), with revenue
    lines for every tenant, then every query behind the dashboard and the query API is run
@@ -52,12 +53,21 @@ TENANTS = [f"tenant-{i:02d}" for i in range(50)]
 DAYS = 60
 
 
-def synthetic_records(count: int, now: datetime) -> list[ConsumerRecord[bytes, bytes]]:
+def synthetic_records(
+    count: int, now: datetime, raw_usage: bool = False
+) -> list[ConsumerRecord[bytes, bytes]]:
     rng = random.Random(7)
     records = []
     for offset in range(count):
         provider, model = rng.choice(MODELS)
         cached = rng.choice((0, 0, 0, 1024, 2048))
+        uncached, output = rng.randrange(50, 6000), rng.randrange(1, 900)
+        usage: dict[str, object] = {
+            "prompt_tokens": uncached + cached,
+            "completion_tokens": output,
+            "total_tokens": uncached + cached + output,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
         event = UsageEvent(
             event_id=new_event_id(),
             event_time=now - timedelta(seconds=rng.randrange(DAYS * 86_400)),
@@ -70,11 +80,8 @@ def synthetic_records(count: int, now: datetime) -> list[ConsumerRecord[bytes, b
             provider=provider,
             provider_model=model,
             latency_ms=rng.randrange(80, 4000),
-            tokens=TokenCounts(
-                input_uncached=rng.randrange(50, 6000),
-                cache_read=cached,
-                output=rng.randrange(1, 900),
-            ),
+            tokens=TokenCounts(input_uncached=uncached, cache_read=cached, output=output),
+            raw_usage=usage if raw_usage else None,
         )
         value = event.to_wire()
         records.append(
@@ -95,13 +102,14 @@ def synthetic_records(count: int, now: datetime) -> list[ConsumerRecord[bytes, b
     return records
 
 
-def loader_rate(folder: Path, count: int) -> float:
-    store = WarehouseStore(folder / "loader.duckdb")
+def loader_rate(folder: Path, count: int, raw_usage: bool) -> float:
+    store = WarehouseStore(folder / f"loader-{raw_usage}.duckdb")
     loader = WarehouseLoader("127.0.0.1:1", store, Pricer(), CallChecks(TENANTS))
-    records = synthetic_records(count, datetime.now(UTC))
+    records = synthetic_records(count, datetime.now(UTC), raw_usage)
+    size = loader.max_records
     started = time.perf_counter()
-    for i in range(0, count, 20_000):
-        loader.load_records(records[i : i + 20_000])
+    for i in range(0, count, size):
+        loader.load_records(records[i : i + size])
     elapsed = time.perf_counter() - started
     store.close()
     assert loader.stats.loaded == count, loader.stats
@@ -248,16 +256,20 @@ def timed(cur: Any, query: Callable[[Any], Any], repeat: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=10_000_000)
-    parser.add_argument("--loader-events", type=int, default=100_000)
+    parser.add_argument("--loader-events", type=int, default=500_000)
+    parser.add_argument("--loader-only", action="store_true", help="skip the 10 M call queries")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tokenops-bench-") as tmp:
         folder = Path(tmp)
-        rate = loader_rate(folder, args.loader_events)
-        print(
-            f"loader: {args.loader_events:,} events at {rate:,.0f} rows/s "
-            "(decode + price + expectations + DuckDB insert, one process)"
-        )
+        for raw_usage in (False, True):
+            rate = loader_rate(folder, args.loader_events, raw_usage)
+            print(
+                f"loader: {args.loader_events:,} events{' with raw usage' if raw_usage else ''}"
+                f" at {rate:,.0f} rows/s (decode + price + expectations + DuckDB insert)"
+            )
+        if args.loader_only:
+            return
         end = datetime.now(UTC)
         store, generated = build(folder, args.calls, end)
         print(f"generated {args.calls:,} calls in DuckDB at {generated:,.0f} rows/s (set-based)")

@@ -303,6 +303,22 @@ class PriceBook:
                 best, best_rank = version, rank
         return best
 
+    def change_times(
+        self, provider: str, model: str, start: datetime, end: datetime
+    ) -> set[datetime]:
+        """Every instant in [start, end) at which this model's own price may change: a version
+        starting or ending, or one of its daily time windows opening or closing."""
+        times: set[datetime] = set()
+        for version in self._versions.get((provider.lower(), model.lower()), ()):
+            times.update(b for b in (version.effective_from, version.effective_to) if b is not None)
+            day = start.astimezone(UTC).date()
+            while datetime.combine(day, time(0), UTC) < end:
+                for window in version.windows:
+                    for edge in (window.start, window.end):
+                        times.add(datetime.combine(day, edge.replace(tzinfo=None), UTC))
+                day = date.fromordinal(day.toordinal() + 1)
+        return {t for t in times if start <= t < end}
+
     def usd_per_unit(self, currency: str, at: datetime) -> Decimal | None:
         if currency == "USD":
             return Decimal(1)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
+from itertools import pairwise
 from typing import NamedTuple
 
 import genai_prices
@@ -157,8 +158,7 @@ class _RateCard:
         if self.windows:
             now = at.astimezone(UTC).time().replace(tzinfo=None)
             for start, end, pairs, fee in self.windows:
-                inside = start <= now < end if start < end else (now >= start or now < end)
-                if inside:
+                if _inside(now, start, end):
                     return pairs, fee
         for lo_in, hi_in, lo_out, hi_out, pairs, fee in self.tiers:
             if (
@@ -169,6 +169,11 @@ class _RateCard:
             ):
                 return pairs, fee
         return self.base
+
+
+def _inside(now: time, start: time, end: time) -> bool:
+    """In the daily window [start, end), which wraps midnight when end <= start."""
+    return start <= now < end if start < end else (now >= start or now < end)
 
 
 _CARDS: dict[int, _RateCard] = {}
@@ -349,6 +354,27 @@ def _resolve_catalog(
 # -- the pricer --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class RateChoice:
+    """One way a call can be priced inside a price segment: the first choice (lowest `order`)
+    whose token bounds hold applies, the same rule as `_RateCard.select`. Rates are integer
+    atto-units of `currency` per token (per request for `fee`), as `Pricer.price` multiplies."""
+
+    start: datetime
+    end: datetime
+    order: int
+    min_input: int
+    max_input: int | None
+    min_output: int
+    max_output: int | None
+    rates: Pairs
+    fee: int
+    version: PriceVersion
+    fx_rate: Decimal
+    fx_numerator: int
+    fx_denominator: int
+
+
 class Pricer:
     """Prices events from its book and the catalog. Every price boundary is a whole UTC minute
     (catalog prices change at day and time-of-day bounds; own versions are refused otherwise),
@@ -394,6 +420,67 @@ class Pricer:
                 found = (rate, numerator, 10**-exponent if exponent < 0 else 1)
             self._fx[key] = found
             return found
+
+    def by_tenant(self, provider: str, model: str) -> bool:
+        """Whether this model's price can differ between tenants (a negotiated contract)."""
+        return self.book.has_tenant_prices(provider, model)
+
+    def rate_choices(
+        self, provider: str, model: str, day: date, tenant: str | None, service_tier: str | None
+    ) -> list[RateChoice]:
+        """How calls of one UTC day are priced, for pricing many at once (ingest.usage_batch).
+
+        The day is cut at every instant a price may change (catalog day and time-of-day bounds,
+        own versions and their windows), and each segment is resolved once, with the same rate
+        cards as `price`. A segment with no price, or no FX rate to USD, has no choices: its
+        calls are priced one by one, which explains why."""
+        start = datetime.combine(day, time(0), UTC)
+        end = datetime.combine(date.fromordinal(day.toordinal() + 1), time(0), UTC)
+        edges = {start, end} | self.book.change_times(provider, model, start, end)
+        edges.update(datetime.combine(day, t, UTC) for t in _time_of_day_bounds(provider, model))
+        cuts = sorted(edges)
+        choices: list[RateChoice] = []
+        for begin, finish in pairwise(cuts):
+            card = self._rate_card(provider, model, begin, tenant, service_tier)
+            if card is None:
+                continue
+            fx = (
+                (_ONE, 1, 1)
+                if card.version.currency == "USD"
+                else self._fx_rate(card.version.currency, begin)
+            )
+            if fx is None:
+                continue
+            window = next(
+                (
+                    (pairs, fee)
+                    for w_start, w_end, pairs, fee in card.windows
+                    if _inside(begin.time().replace(tzinfo=None), w_start, w_end)
+                ),
+                None,
+            )
+            bounds: list[tuple[int, int | None, int, int | None, Pairs, int]]
+            if window is not None:
+                bounds = [(0, None, 0, None, *window)]
+            else:
+                bounds = [*card.tiers, (0, None, 0, None, *card.base)]
+            for order, (lo_in, hi_in, lo_out, hi_out, pairs, fee) in enumerate(bounds):
+                choices.append(
+                    RateChoice(
+                        begin,
+                        finish,
+                        order,
+                        lo_in,
+                        hi_in,
+                        lo_out,
+                        hi_out,
+                        pairs,
+                        fee,
+                        card.version,
+                        *fx,
+                    )
+                )
+        return choices
 
     def version(
         self,

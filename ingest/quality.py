@@ -103,9 +103,12 @@ class CallChecks:
         now = now or datetime.now(UTC)
         checked = frame.reset_index(drop=True)
         for column in ("cost_usd", "cost_billed", "fx_rate"):
-            # The rules test a decimal string's sign (-1 or 1), never a float amount.
+            # The rules test a decimal string's sign (-1.0 or 1.0; NaN for none), never a float
+            # amount. float64 keeps great-expectations on its vectorised path.
             text = checked[column].astype("string")
-            checked[column] = (1 - 2 * text.str.startswith("-").astype("Int8")).astype("Int8")
+            negative = text.str.startswith("-").astype("float64")
+            checked[column] = 1.0 - 2.0 * negative
+        checked["latency_ms"] = pd.to_numeric(checked["latency_ms"]).astype("float64")
         checked["event_time"] = pd.to_datetime(checked["event_time"], utc=True)
         checked["seconds_ahead_of_loader"] = (
             checked["event_time"] - pd.Timestamp(now)

@@ -20,6 +20,8 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.alert_delivery import AlertDelivery
 from ingest.alert_event import AlertEvent
@@ -100,6 +102,10 @@ class MicroBatch:
     applied_elsewhere: list[tuple[Origin, bool]] = field(default_factory=list)
     """Records loaded by another path (price versions): (origin, new) — new ones count as
     loaded, repeats as duplicates."""
+    call_table: pa.Table | None = None
+    """Calls decoded and priced as columns (ingest.usage_batch): the columns of table `calls`
+    but loaded_at, plus `position` (order in the batch) and the origin columns
+    `origin_topic`, `origin_partition` and `origin_hour`."""
 
 
 @dataclass
@@ -127,7 +133,13 @@ def _money(value: Any) -> str | None:
 def money_json(amounts: dict[str, Decimal] | None) -> str | None:
     if amounts is None:
         return None
-    return json.dumps({name: str(value) for name, value in amounts.items()})
+    return json.dumps({name: _fixed(value) for name, value in amounts.items()})
+
+
+def _fixed(amount: Decimal) -> str:
+    """Fixed-point, no trailing zeros ("0.00000015", never "1.5E-7"), as ingest.usage_batch."""
+    text = format(amount, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def call_row(
@@ -289,6 +301,7 @@ class WarehouseStore:
         with self._write_lock, self._con.cursor() as cur:
             cur.execute("BEGIN TRANSACTION")
             try:
+                table_loaded = self._insert_call_table(cur, batch.call_table, now, tallies)
                 rows = {e.event_id: call_row(e, now, saved) for e, saved, _ in batch.calls}
                 new_calls = self._insert_new(cur, "calls", "event_id", list(rows.values()))
                 if new_calls:
@@ -310,7 +323,7 @@ class WarehouseStore:
                     "source_topic, source_partition, source_offset, payload_sha256",
                     list(quarantine_rows.values()),
                 )
-                calls_loaded, alerts_loaded = len(new_calls), len(new_alerts)
+                calls_loaded, alerts_loaded = len(new_calls) + table_loaded, len(new_alerts)
                 for event, _, origin in batch.calls:
                     fresh = event.event_id in new_calls
                     new_calls.discard(event.event_id)
@@ -337,14 +350,82 @@ class WarehouseStore:
             except Exception:
                 cur.execute("ROLLBACK")
                 raise
+        table_rows = 0 if batch.call_table is None else batch.call_table.num_rows
         return BatchResult(
             calls_loaded=calls_loaded,
-            calls_duplicates=len(batch.calls) - calls_loaded,
+            calls_duplicates=len(batch.calls) + table_rows - calls_loaded,
             alerts_loaded=alerts_loaded,
             deliveries_loaded=deliveries_loaded,
             quarantined=quarantined,
             tallies=dict(tallies),
         )
+
+    @staticmethod
+    def _insert_call_table(
+        cur: duckdb.DuckDBPyConnection,
+        table: pa.Table | None,
+        now: datetime,
+        tallies: dict[tuple[str, int, datetime], Tally],
+    ) -> int:
+        """INSERT OR IGNORE a batch's columnar calls (of an event id repeated within the batch,
+        the first is the one offered); add the new ones to the rollup and every row to
+        `tallies`. Returns how many were new."""
+        if table is None or not table.num_rows:
+            return 0
+        repeated = table.column("event_id").to_pandas().duplicated().to_numpy()
+        offered = table.filter(pa.array(~repeated)) if repeated.any() else table
+        cur.register("offered", offered)
+        try:
+            new_ids = cur.execute(
+                """INSERT OR IGNORE INTO calls BY NAME
+                   SELECT * EXCLUDE (position, origin_topic, origin_partition, origin_hour),
+                          $now AS loaded_at
+                   FROM offered RETURNING event_id""",
+                {"now": now},
+            ).fetchnumpy()["event_id"]
+            fresh = (
+                offered
+                if len(new_ids) == offered.num_rows
+                else offered.filter(
+                    pc.is_in(offered.column("event_id"), pa.array(new_ids, pa.string()))
+                )
+            )
+            cur.register("new_calls", fresh)
+            cur.execute(rollup.NEW_CALLS)
+        finally:
+            cur.unregister("offered")
+            cur.unregister("new_calls")
+        loaded = (
+            pa.table(
+                {
+                    "topic": fresh.column("origin_topic"),
+                    "partition": fresh.column("origin_partition"),
+                    "hour": fresh.column("origin_hour"),
+                }
+            )
+            .group_by(["topic", "partition", "hour"])
+            .aggregate([([], "count_all")])
+        )
+        consumed = (
+            pa.table(
+                {
+                    "topic": table.column("origin_topic"),
+                    "partition": table.column("origin_partition"),
+                    "hour": table.column("origin_hour"),
+                }
+            )
+            .group_by(["topic", "partition", "hour"])
+            .aggregate([([], "count_all")])
+        )
+        for row in consumed.to_pylist():
+            tally = tallies[(row["topic"], row["partition"], row["hour"])]
+            tally.consumed += row["count_all"]
+            tally.duplicates += row["count_all"]
+        for row in loaded.to_pylist():
+            tally = tallies[(row["topic"], row["partition"], row["hour"])]
+            tally.loaded += row["count_all"]
+            tally.duplicates -= row["count_all"]
+        return len(new_ids)
 
     @staticmethod
     def _run_on(
