@@ -97,6 +97,7 @@ def wrk(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="relay worker processes")
     parser.add_argument(
         "--litellm",
         default=str(REPO / ".bench" / "litellm" / "bin" / "litellm"),
@@ -115,6 +116,7 @@ def main() -> None:
         "TOKENOPS_RELAY_PORT": str(ports["relay"]),
         "TOKENOPS_DATA_DIR": str(work),
         "TOKENOPS_SIMULATE": "always",
+        "TOKENOPS_RELAY_WORKERS": str(args.workers),
     }
     started = []
     try:
@@ -163,7 +165,16 @@ def main() -> None:
                 "c1": wrk(f"{base}/v1/chat/completions", key, 1, args.seconds, work),
                 "c32": wrk(f"{base}/v1/chat/completions", key, 32, args.seconds, work),
             }
-        ready = httpx.get(f"{relay}/readyz").json()
+        time.sleep(1.5)  # every worker's gauges are refreshed once a second
+        metrics = httpx.get(f"{relay}/metrics").text
+        totals = {
+            name: sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith(name) and not line.startswith("#")
+            )
+            for name in ("tokenops_relay_events_published", "tokenops_relay_spool_depth")
+        }
         header = ("path", "c1 p50 ms", "c1 p99 ms", "c1 req/s", "c32 req/s", "errors")
         print(f"{header[0]:22} " + " ".join(f"{h:>10}" for h in header[1:]))
         for name, r in results.items():
@@ -179,7 +190,9 @@ def main() -> None:
             ratio = results["through relay"]["c32"]["rps"] / litellm_rps
             print(f"relay throughput at c32: {ratio:.1f}x the LiteLLM proxy's")
         print(
-            f"events published by the relay: {ready['published']} (spooled: {ready['spool_depth']})"
+            f"relay workers: {args.workers}; events published by the relay: "
+            f"{totals['tokenops_relay_events_published']:.0f} "
+            f"(waiting in the spool: {totals['tokenops_relay_spool_depth']:.0f})"
         )
     finally:
         for process in reversed(started):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,8 +20,9 @@ from relay import routes
 from relay.budget_gate import BudgetGate
 from relay.circuit_breaker import CircuitBreakers
 from relay.errors import InvalidRequest, RelayError
-from relay.metrics import RelayMetrics
+from relay.metrics import RelayMetrics, forget_dead_workers
 from relay.model_catalog import ModelCatalog
+from relay.spool import SpoolSlot
 from relay.state import CallerDep, Relay, RelayDep
 from relay.tenants import TenantDirectory
 from relay.upstream_transport import AiohttpTransport
@@ -33,7 +35,13 @@ log = logging.getLogger("tokenops.relay")
 
 
 def build_relay(settings: Settings) -> Relay:
-    publisher = UsagePublisher(settings.bootstrap, settings.spool_dir)
+    slot = SpoolSlot.claim(settings.spool_dir)
+    if slot.adopted:
+        log.warning(
+            "took over %d spool segments no running relay held; they are published first",
+            slot.adopted,
+        )
+    publisher = UsagePublisher(settings.bootstrap, slot.directory)
     gate = BudgetGate(
         settings.bootstrap,
         load_budgets(settings.config_dir / "budgets.yaml"),
@@ -53,7 +61,15 @@ def build_relay(settings: Settings) -> Relay:
         breakers=CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s),
         gate=gate,
         metrics=RelayMetrics(publisher, gate),
+        spool_slot=slot,
     )
+
+
+async def refresh_metrics(metrics: RelayMetrics) -> None:
+    """Keep this worker's gauges current in the shared files every scrape reads."""
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(1.0)
 
 
 def error_response(request: Request, error: RelayError) -> JSONResponse:
@@ -78,12 +94,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         relay.publisher.start()
         relay.gate.start()
+        refresher = None
+        if relay.metrics.shared is not None:
+            forget_dead_workers(relay.metrics.shared)
+            refresher = asyncio.create_task(refresh_metrics(relay.metrics))
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
             await relay.http.aclose()
             relay.gate.close()
             relay.publisher.close()
+            relay.spool_slot.release()
 
     app = FastAPI(title="tokenops relay", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.relay = relay
@@ -91,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics(relay: RelayDep) -> Response:
-        return Response(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(relay.metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def list_models(_: CallerDep, relay: RelayDep) -> dict[str, Any]:
@@ -112,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {
             "broker": "up" if publisher.broker_healthy else "unreachable",
             "bootstrap": relay.settings.bootstrap,
+            "worker": relay.spool_slot.number,
+            "workers": relay.settings.relay_workers,
             "spool_depth": publisher.spool.depth,
             "queued": publisher.queued,
             "published": publisher.stats.published,
@@ -139,3 +164,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(request, RelayError("The relay failed unexpectedly."))
 
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """The app of one relay worker process (`TOKENOPS_RELAY_WORKERS` > 1): each process logs
+    like the relay and builds its own publisher, spool slot and budget gate."""
+    from tokenops.cli import configure_logging
+
+    configure_logging()
+    return create_app()

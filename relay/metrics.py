@@ -1,68 +1,117 @@
-"""Prometheus metrics of the relay (served at /metrics)."""
+"""Prometheus metrics of the relay (served at /metrics).
+
+One relay process keeps them in memory. Relay workers sharing a port (TOKENOPS_RELAY_WORKERS)
+write them to memory-mapped files in PROMETHEUS_MULTIPROC_DIR, and whichever worker answers a
+scrape sums every live worker's: counters and histograms add up, and each worker refreshes its
+gauges every second (summed across workers, except the budgets count, which every worker has
+the same of).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from pathlib import Path
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from relay.budget_gate import BudgetGate
 from relay.usage_publisher import UsagePublisher
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+GaugeMode = Literal["livesum", "livemax"]
+
+
+def multiprocess_dir() -> Path | None:
+    value = os.environ.get(MULTIPROCESS_DIR)
+    return Path(value) if value else None
+
 
 class RelayMetrics:
     def __init__(self, publisher: UsagePublisher, gate: BudgetGate) -> None:
-        self.registry = CollectorRegistry()
+        self._publisher = publisher
+        self._gate = gate
+        self.shared = multiprocess_dir()
+        # With workers, the live values are in the shared files: nothing registers in-process.
+        own = None if self.shared else CollectorRegistry()
+        self._own = own
         self.requests = Counter(
             "tokenops_relay_requests",
             "Calls answered by the relay, by endpoint and HTTP status.",
             ["endpoint", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
             "tokenops_relay_request_seconds",
             "Time to the relay's response headers (streams: to the first byte).",
             ["endpoint"],
-            registry=self.registry,
+            registry=own,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.upstream_errors = Counter(
             "tokenops_relay_upstream_errors",
             "Upstream attempts that failed, by provider and outcome.",
             ["provider", "outcome"],
-            registry=self.registry,
+            registry=own,
         )
-        published = Gauge(
-            "tokenops_relay_events_published",
-            "Usage events acknowledged by Kafka.",
-            registry=self.registry,
+
+        def gauge(name: str, text: str, mode: GaugeMode = "livesum") -> Gauge:
+            return Gauge(name, text, registry=own, multiprocess_mode=mode)
+
+        self._published = gauge(
+            "tokenops_relay_events_published", "Usage events acknowledged by Kafka."
         )
-        published.set_function(lambda: publisher.stats.published)
-        spooled = Gauge(
-            "tokenops_relay_events_spooled",
-            "Usage events written to the disk spool.",
-            registry=self.registry,
+        self._spooled = gauge(
+            "tokenops_relay_events_spooled", "Usage events written to the disk spool."
         )
-        spooled.set_function(lambda: publisher.stats.spooled)
-        depth = Gauge(
-            "tokenops_relay_spool_depth",
-            "Usage events waiting in the disk spool.",
-            registry=self.registry,
+        self._depth = gauge("tokenops_relay_spool_depth", "Usage events waiting in the disk spool.")
+        self._queued = gauge(
+            "tokenops_relay_publish_queue", "Usage events queued for the Kafka producer."
         )
-        depth.set_function(lambda: publisher.spool.depth)
-        queued = Gauge(
-            "tokenops_relay_publish_queue",
-            "Usage events queued for the Kafka producer.",
-            registry=self.registry,
-        )
-        queued.set_function(lambda: publisher.queued)
-        budgets = Gauge(
+        self._budgets = gauge(
             "tokenops_relay_budgets",
             "Budgets the hard gate knows (from the budgets file and topic).",
-            registry=self.registry,
+            "livemax",
         )
-        budgets.set_function(lambda: len(gate.book))
-        holds = Gauge(
+        self._holds = gauge(
             "tokenops_relay_budget_holds",
             "Reservations and settled calls the budget ledger has not counted yet.",
-            registry=self.registry,
         )
-        holds.set_function(gate.holds)
+
+    def refresh(self) -> None:
+        """Copy this process's publisher and gate state into the gauges."""
+        publisher = self._publisher
+        self._published.set(publisher.stats.published)
+        self._spooled.set(publisher.stats.spooled)
+        self._depth.set(publisher.spool.depth)
+        self._queued.set(publisher.queued)
+        self._budgets.set(len(self._gate.book))
+        self._holds.set(self._gate.holds())
+
+    def registry(self) -> CollectorRegistry:
+        """What a scrape reads: this process, or every live worker's shared files."""
+        self.refresh()
+        if self._own is not None:
+            return self._own
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return combined
+
+
+def forget_dead_workers(directory: Path) -> None:
+    """Drop the live gauges of workers that are gone (a worker that was replaced), so they
+    no longer count in the sums."""
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), str(directory))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -8,6 +8,7 @@ crash at any point loses nothing (it may publish a record twice; consumers dedup
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from pathlib import Path
@@ -77,3 +78,77 @@ class DiskSpool:
         with self._lock:
             segment.unlink(missing_ok=True)
             self._records = max(0, self._records - records)
+
+
+SLOT_LIMIT = 256
+
+
+def slot_directory(base: Path, number: int) -> Path:
+    """Slot 0 is the spool directory itself (where a single relay has always spooled)."""
+    return base if number == 0 else base / f"worker-{number}"
+
+
+class SpoolSlot:
+    """One relay process's part of the spool directory, held by an exclusive flock.
+
+    Relay workers sharing a port each claim the lowest free slot, so no two ever append to or
+    drain the same segments. On claiming, a worker adopts the segments of every slot nobody
+    holds (a relay that ran with more workers, or a worker that died): they are moved into its
+    own slot after its own, so nothing spooled is ever left behind. The lock goes with the
+    process, also when it is killed."""
+
+    def __init__(self, number: int, directory: Path, lock_fd: int) -> None:
+        self.number = number
+        self.directory = directory
+        self._lock_fd = lock_fd
+        self.adopted = 0
+        """Segments taken over from unheld slots when this one was claimed."""
+
+    @classmethod
+    def claim(cls, base: Path) -> SpoolSlot:
+        base.mkdir(parents=True, exist_ok=True)
+        for number in range(SLOT_LIMIT):
+            fd = _try_lock(base, number)
+            if fd is None:
+                continue
+            slot = cls(number, slot_directory(base, number), fd)
+            slot.directory.mkdir(parents=True, exist_ok=True)
+            slot._adopt_unheld(base)
+            return slot
+        raise OSError(f"all {SLOT_LIMIT} spool slots under {base} are held by running relays")
+
+    def _adopt_unheld(self, base: Path) -> None:
+        others = {0} | {
+            int(path.name.removeprefix("worker-"))
+            for path in base.glob("worker-*")
+            if path.name.removeprefix("worker-").isdigit()
+        }
+        for number in sorted(others - {self.number}):
+            source = slot_directory(base, number)
+            if not any(source.glob("seg-*.log")):
+                continue
+            fd = _try_lock(base, number)
+            if fd is None:
+                continue  # a running relay owns it and drains it itself
+            try:
+                own = [DiskSpool._number(p) for p in self.directory.glob("seg-*.log")]
+                next_number = max(own, default=0) + 1
+                for segment in sorted(source.glob("seg-*.log"), key=DiskSpool._number):
+                    segment.rename(self.directory / f"seg-{next_number:012d}.log")
+                    next_number += 1
+                    self.adopted += 1
+            finally:
+                os.close(fd)
+
+    def release(self) -> None:
+        os.close(self._lock_fd)
+
+
+def _try_lock(base: Path, number: int) -> int | None:
+    fd = os.open(base / f".slot-{number}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

@@ -14,6 +14,7 @@ from relay.circuit_breaker import CircuitBreakers
 from relay.errors import AuthenticationFailed
 from relay.metrics import RelayMetrics
 from relay.model_catalog import ModelCatalog
+from relay.spool import SpoolSlot
 from relay.tenants import Caller, TenantDirectory
 from relay.usage_publisher import UsagePublisher
 from tokenops.settings import Settings
@@ -29,6 +30,7 @@ class Relay:
     breakers: CircuitBreakers
     gate: BudgetGate
     metrics: RelayMetrics
+    spool_slot: SpoolSlot
 
     def publish(self, event: UsageEvent, reservation: Reservation | None = None) -> None:
         self.publisher.publish(event)

@@ -112,8 +112,8 @@ def tail(
 def deliver() -> None:
     """Deliver alerts to the webhooks in CONFIG_DIR/webhooks.yaml, retrying failed posts."""
     from streams.alert_delivery import run_delivery
-    from tokenops.cli import _logging
+    from tokenops.cli import configure_logging
     from tokenops.settings import get_settings
 
-    _logging()
+    configure_logging()
     run_delivery(get_settings())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -33,7 +35,8 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _logging() -> None:
+def configure_logging() -> None:
+    """JSON lines on stderr; the chattiest client libraries at WARNING."""
     logging.basicConfig(
         level=logging.INFO,
         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
@@ -43,7 +46,7 @@ def _logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _serve(app_obj: Any, host: str, port: int) -> None:
+def _serve(app_obj: Any, host: str, port: int, workers: int | None = None) -> None:
     import uvicorn
 
     from tokenops.broker import port_is_open
@@ -58,6 +61,9 @@ def _serve(app_obj: Any, host: str, port: int) -> None:
         http="httptools",
         log_level="warning",
         access_log=False,
+        # With workers, app_obj is an import string: each worker process builds its own app.
+        workers=workers,
+        factory=workers is not None,
     )
 
 
@@ -110,18 +116,32 @@ def simulator() -> None:
 @one_line_errors
 def relay() -> None:
     """Run the relay (OpenAI-compatible gateway that meters every call)."""
-    _logging()
+    configure_logging()
     from relay.app import create_app
+    from relay.metrics import MULTIPROCESS_DIR
 
     settings = get_settings()
-    _serve(create_app(settings), settings.relay_host, settings.relay_port)
+    if settings.relay_workers == 1:
+        _serve(create_app(settings), settings.relay_host, settings.relay_port)
+        return
+    # Workers share metrics through files: a fresh directory per run, named before they start.
+    shared = settings.data_dir / "relay-metrics"
+    shutil.rmtree(shared, ignore_errors=True)
+    shared.mkdir(parents=True)
+    os.environ[MULTIPROCESS_DIR] = str(shared)
+    _serve(
+        "relay.app:create_worker_app",
+        settings.relay_host,
+        settings.relay_port,
+        workers=settings.relay_workers,
+    )
 
 
 @app.command()
 @one_line_errors
 def streams() -> None:
     """Run the faust streams worker: pricing, budget ledgers and budget alerts."""
-    _logging()
+    configure_logging()
     from streams.worker import run_worker
 
     run_worker(get_settings())
@@ -131,7 +151,7 @@ def streams() -> None:
 @one_line_errors
 def warehouse() -> None:
     """Run the warehouse service: Kafka -> DuckDB loader, query API and dashboard."""
-    _logging()
+    configure_logging()
     from warehouse.service import create_app
 
     settings = get_settings()

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
 
     relay_host: str = "127.0.0.1"
     relay_port: int = Field(8080, gt=0, lt=65536)
+    relay_workers: int = Field(1, ge=1, le=64)
+    """Relay processes sharing the port, each with its own publisher, spool slot and budget
+    gate (a relay is single-threaded Python: one worker per core uses them all)."""
     warehouse_host: str = "127.0.0.1"
     warehouse_port: int = Field(8081, gt=0, lt=65536)
     simulator_host: str = "127.0.0.1"

@@ -151,3 +151,47 @@ def test_an_upstream_timeout_is_a_504_and_one_timeout_event(broker: str, tmp_pat
     finally:
         for service in services:
             service.stop()
+
+
+def spool_depth_on_disk(spool: Path) -> int:
+    segments = [*spool.glob("seg-*.log"), *spool.glob("worker-*/seg-*.log")]
+    return sum(path.read_bytes().count(b"\n") for path in segments)
+
+
+def test_two_workers_share_the_port_and_one_relay_later_publishes_what_both_spooled(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"  # nothing listens yet: every event goes to the spool
+    env = {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap, "TOKENOPS_RELAY_WORKERS": "2"}
+    relay, services = start_relay(tmp_path, env)
+    broker = None
+    try:
+        sent = [call(relay) for _ in range(30)]
+        status = ready(relay)
+        assert status["workers"] == 2 and status["worker"] in (0, 1)
+        wait_until(lambda: (tmp_path / "spool" / "worker-1").is_dir(), 30, "the second worker")
+        metrics = httpx.get(f"{relay}/metrics", timeout=10).text
+        served = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('tokenops_relay_requests_total{endpoint="chat.completions"')
+        ]
+        assert sum(served) == 30  # whichever worker answers, it sums both
+        wait_until(lambda: spool_depth_on_disk(tmp_path / "spool") == 30, 30, "30 spooled")
+        for service in services:
+            service.stop()
+
+        broker = start_embedded_broker(port)
+        ensure_topics(bootstrap)
+        relay, services = start_relay(tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap})
+        wait_until(lambda: ready(relay)["spool_depth"] == 0, 60, "the spool to drain")
+        wait_until(lambda: len(event_ids(bootstrap)) >= 30, 30, "30 events on the topic")
+        assert sorted(event_ids(bootstrap)) == sorted(sent)
+        assert spool_depth_on_disk(tmp_path / "spool") == 0
+    finally:
+        for service in services:
+            service.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
