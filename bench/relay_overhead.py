@@ -171,9 +171,9 @@ def main() -> None:
             name: sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in metrics.splitlines()
-                if line.startswith(name) and not line.startswith("#")
+                if line.split("{")[0].split(" ")[0] == name
             )
-            for name in ("tokenops_relay_events_published", "tokenops_relay_spool_depth")
+            for name in ("tokenops_relay_events_published_total", "tokenops_relay_spool_depth")
         }
         header = ("path", "c1 p50 ms", "c1 p99 ms", "c1 req/s", "c32 req/s", "errors")
         print(f"{header[0]:22} " + " ".join(f"{h:>10}" for h in header[1:]))
@@ -191,7 +191,7 @@ def main() -> None:
             print(f"relay throughput at c32: {ratio:.1f}x the LiteLLM proxy's")
         print(
             f"relay workers: {args.workers}; events published by the relay: "
-            f"{totals['tokenops_relay_events_published']:.0f} "
+            f"{totals['tokenops_relay_events_published_total']:.0f} "
             f"(waiting in the spool: {totals['tokenops_relay_spool_depth']:.0f})"
         )
     finally:

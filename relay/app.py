@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,12 +41,7 @@ log = logging.getLogger("tokenops.relay")
 
 def build_relay(settings: Settings) -> Relay:
     slot = SpoolSlot.claim(settings.spool_dir)
-    if slot.adopted:
-        log.warning(
-            "took over %d spool segments no running relay held; they are published first",
-            slot.adopted,
-        )
-    publisher = UsagePublisher(settings.bootstrap, slot.directory)
+    publisher = UsagePublisher(settings.bootstrap, slot.directory, adopt=slot.adopt_unheld)
     gate = BudgetGate(
         settings.bootstrap,
         load_budgets(settings.config_dir / "budgets.yaml"),
@@ -65,10 +65,12 @@ def build_relay(settings: Settings) -> Relay:
     )
 
 
-async def refresh_metrics(metrics: RelayMetrics) -> None:
-    """Keep this worker's gauges current in the shared files every scrape reads."""
+async def refresh_metrics(metrics: RelayMetrics, shared: Path) -> None:
+    """Keep this worker's gauges current in the shared files every scrape reads, and drop
+    those of workers that are gone."""
     while True:
         metrics.refresh()
+        forget_dead_workers(shared)
         await asyncio.sleep(1.0)
 
 
@@ -96,8 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         relay.gate.start()
         refresher = None
         if relay.metrics.shared is not None:
-            forget_dead_workers(relay.metrics.shared)
-            refresher = asyncio.create_task(refresh_metrics(relay.metrics))
+            refresher = asyncio.create_task(refresh_metrics(relay.metrics, relay.metrics.shared))
         try:
             yield
         finally:
@@ -168,8 +169,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_worker_app() -> FastAPI:
     """The app of one relay worker process (`TOKENOPS_RELAY_WORKERS` > 1): each process logs
-    like the relay and builds its own publisher, spool slot and budget gate."""
+    like the relay and builds its own publisher, spool slot and budget gate, and shuts down
+    (spooling what it holds) if the relay's parent process disappears."""
     from tokenops.cli import configure_logging
 
     configure_logging()
+    threading.Thread(
+        target=_stop_when_orphaned, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
     return create_app()
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """A worker whose parent was killed (SIGKILL never reaches the workers) would keep the port
+    and its spool slot forever: it stops itself the graceful way instead."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    log.warning("the relay's parent process %d is gone; this worker stops", parent)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -2,9 +2,9 @@
 
 One relay process keeps them in memory. Relay workers sharing a port (TOKENOPS_RELAY_WORKERS)
 write them to memory-mapped files in PROMETHEUS_MULTIPROC_DIR, and whichever worker answers a
-scrape sums every live worker's: counters and histograms add up, and each worker refreshes its
-gauges every second (summed across workers, except the budgets count, which every worker has
-the same of).
+scrape sums them: counters and histograms add up (a worker that is gone still counts), and each
+worker refreshes its gauges every second (summed over the live workers, except the budgets
+count, which every worker has the same of).
 """
 
 from __future__ import annotations
@@ -58,12 +58,18 @@ class RelayMetrics:
         def gauge(name: str, text: str, mode: GaugeMode = "livesum") -> Gauge:
             return Gauge(name, text, registry=own, multiprocess_mode=mode)
 
-        self._published = gauge(
-            "tokenops_relay_events_published", "Usage events acknowledged by Kafka."
+        # Counters, so that a worker that is gone still counts in the totals.
+        self._published = Counter(
+            "tokenops_relay_events_published",
+            "Usage events acknowledged by Kafka.",
+            registry=own,
         )
-        self._spooled = gauge(
-            "tokenops_relay_events_spooled", "Usage events written to the disk spool."
+        self._spooled = Counter(
+            "tokenops_relay_events_spooled",
+            "Usage events written to the disk spool.",
+            registry=own,
         )
+        self._counted = (0, 0)
         self._depth = gauge("tokenops_relay_spool_depth", "Usage events waiting in the disk spool.")
         self._queued = gauge(
             "tokenops_relay_publish_queue", "Usage events queued for the Kafka producer."
@@ -81,8 +87,10 @@ class RelayMetrics:
     def refresh(self) -> None:
         """Copy this process's publisher and gate state into the gauges."""
         publisher = self._publisher
-        self._published.set(publisher.stats.published)
-        self._spooled.set(publisher.stats.spooled)
+        published, spooled = publisher.stats.published, publisher.stats.spooled
+        self._published.inc(published - self._counted[0])
+        self._spooled.inc(spooled - self._counted[1])
+        self._counted = (published, spooled)
         self._depth.set(publisher.spool.depth)
         self._queued.set(publisher.queued)
         self._budgets.set(len(self._gate.book))
@@ -91,8 +99,10 @@ class RelayMetrics:
     def registry(self) -> CollectorRegistry:
         """What a scrape reads: this process, or every live worker's shared files."""
         self.refresh()
-        if self._own is not None:
+        if self._own is not None or self.shared is None:
+            assert self._own is not None
             return self._own
+        forget_dead_workers(self.shared)
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined)
         return combined
@@ -103,11 +113,11 @@ def forget_dead_workers(directory: Path) -> None:
     no longer count in the sums."""
     for path in directory.glob("gauge_live*_*.db"):
         pid = path.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             multiprocess.mark_process_dead(int(pid), str(directory))
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -74,6 +74,17 @@ class DiskSpool:
                 records.append((key, value))
         return records
 
+    def adopt(self, segments: list[Path]) -> int:
+        """Move another spool's segments (oldest first) in after this one's own; they are
+        replayed like its own. Returns how many moved."""
+        with self._lock:
+            for segment in segments:
+                records = self._count(segment)
+                segment.rename(self._dir / f"seg-{self._next:012d}.log")
+                self._next += 1
+                self._records += records
+        return len(segments)
+
     def remove(self, segment: Path, records: int) -> None:
         with self._lock:
             segment.unlink(missing_ok=True)
@@ -92,17 +103,17 @@ class SpoolSlot:
     """One relay process's part of the spool directory, held by an exclusive flock.
 
     Relay workers sharing a port each claim the lowest free slot, so no two ever append to or
-    drain the same segments. On claiming, a worker adopts the segments of every slot nobody
-    holds (a relay that ran with more workers, or a worker that died): they are moved into its
-    own slot after its own, so nothing spooled is ever left behind. The lock goes with the
-    process, also when it is killed."""
+    drain the same segments. Every worker also adopts, when it starts and then every few
+    seconds, the segments of any slot nobody holds (a relay that ran with more workers, a
+    worker replaced by a reload, one that died): they move into its own spool and are
+    published with it, so nothing spooled waits for a restart. The lock goes with the process,
+    also when it is killed."""
 
-    def __init__(self, number: int, directory: Path, lock_fd: int) -> None:
+    def __init__(self, base: Path, number: int, lock_fd: int) -> None:
+        self.base = base
         self.number = number
-        self.directory = directory
+        self.directory = slot_directory(base, number)
         self._lock_fd = lock_fd
-        self.adopted = 0
-        """Segments taken over from unheld slots when this one was claimed."""
 
     @classmethod
     def claim(cls, base: Path) -> SpoolSlot:
@@ -111,34 +122,31 @@ class SpoolSlot:
             fd = _try_lock(base, number)
             if fd is None:
                 continue
-            slot = cls(number, slot_directory(base, number), fd)
+            slot = cls(base, number, fd)
             slot.directory.mkdir(parents=True, exist_ok=True)
-            slot._adopt_unheld(base)
             return slot
         raise OSError(f"all {SLOT_LIMIT} spool slots under {base} are held by running relays")
 
-    def _adopt_unheld(self, base: Path) -> None:
+    def adopt_unheld(self, spool: DiskSpool) -> int:
+        """Move the segments of every slot no process holds into `spool`; returns how many."""
         others = {0} | {
             int(path.name.removeprefix("worker-"))
-            for path in base.glob("worker-*")
+            for path in self.base.glob("worker-*")
             if path.name.removeprefix("worker-").isdigit()
         }
+        adopted = 0
         for number in sorted(others - {self.number}):
-            source = slot_directory(base, number)
+            source = slot_directory(self.base, number)
             if not any(source.glob("seg-*.log")):
                 continue
-            fd = _try_lock(base, number)
+            fd = _try_lock(self.base, number)
             if fd is None:
                 continue  # a running relay owns it and drains it itself
             try:
-                own = [DiskSpool._number(p) for p in self.directory.glob("seg-*.log")]
-                next_number = max(own, default=0) + 1
-                for segment in sorted(source.glob("seg-*.log"), key=DiskSpool._number):
-                    segment.rename(self.directory / f"seg-{next_number:012d}.log")
-                    next_number += 1
-                    self.adopted += 1
+                adopted += spool.adopt(sorted(source.glob("seg-*.log"), key=DiskSpool._number))
             finally:
                 os.close(fd)
+        return adopted
 
     def release(self) -> None:
         os.close(self._lock_fd)

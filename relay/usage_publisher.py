@@ -9,7 +9,9 @@ Delivery order and failure behaviour:
   spool so order is kept;
 - every `retry_interval_s` the thread replays the spool, oldest segment first, and deletes a
   segment only once Kafka acknowledged all of it; the spool left by a crashed relay is replayed
-  on start. A replayed event may arrive twice: consumers dedupe by event_id.
+  on start. A replayed event may arrive twice: consumers dedupe by event_id;
+- with `adopt` (relay workers, relay.spool.SpoolSlot), every `adopt_interval_s` the thread also
+  takes over the spools no running relay holds, which are then replayed the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +54,8 @@ class UsagePublisher:
         flush_timeout_s: float = 10.0,
         retry_interval_s: float = 1.0,
         linger_s: float = 0.05,
+        adopt: Callable[[DiskSpool], int] | None = None,
+        adopt_interval_s: float = 5.0,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
@@ -64,6 +69,9 @@ class UsagePublisher:
         self._producer: KafkaProducer | None = None
         self._healthy = self.spool.depth == 0
         self._next_retry = 0.0
+        self._adopt = adopt
+        self._adopt_interval_s = adopt_interval_s
+        self._next_adopt = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usage-publisher", daemon=True)
 
@@ -117,6 +125,8 @@ class UsagePublisher:
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
             batch = self._take(block=True, limit=self._batch_size)
+            if self._adopt is not None and time.monotonic() >= self._next_adopt:
+                self._adopt_unheld()
             if self.spool.depth and time.monotonic() >= self._next_retry:
                 self._replay_spool()
             if not batch:
@@ -129,6 +139,19 @@ class UsagePublisher:
             if failed:
                 self.spool.append(failed)
                 self.stats.spooled += len(failed)
+
+    def _adopt_unheld(self) -> None:
+        assert self._adopt is not None
+        self._next_adopt = time.monotonic() + self._adopt_interval_s
+        try:
+            adopted = self._adopt(self.spool)
+        except OSError as exc:
+            log.warning("could not take over another relay's spool: %s", exc)
+            return
+        if adopted:
+            log.warning(
+                "took over %d spool segments no running relay held; publishing them", adopted
+            )
 
     def _ensure_producer(self) -> KafkaProducer:
         if self._producer is None:

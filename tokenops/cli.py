@@ -118,14 +118,26 @@ def relay() -> None:
     """Run the relay (OpenAI-compatible gateway that meters every call)."""
     configure_logging()
     from relay.app import create_app
-    from relay.metrics import MULTIPROCESS_DIR
+    from relay.metrics import MULTIPROCESS_DIR, pid_alive
+    from tokenops.broker import port_is_open
 
     settings = get_settings()
     if settings.relay_workers == 1:
+        os.environ.pop(MULTIPROCESS_DIR, None)  # one process keeps its metrics in memory
         _serve(create_app(settings), settings.relay_host, settings.relay_port)
         return
-    # Workers share metrics through files: a fresh directory per run, named before they start.
-    shared = settings.data_dir / "relay-metrics"
+    if port_is_open(settings.relay_host, settings.relay_port):
+        raise TokenopsError(
+            f"cannot listen on {settings.relay_host}:{settings.relay_port}: "
+            "the address is already in use"
+        )
+    # Workers share metrics through files: a directory of this run's own, named before they
+    # start; those of runs that are over are deleted.
+    runs = settings.data_dir / "relay-metrics"
+    for old in runs.glob("*"):
+        if old.name.isdigit() and not pid_alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    shared = runs / str(os.getpid())
     shutil.rmtree(shared, ignore_errors=True)
     shared.mkdir(parents=True)
     os.environ[MULTIPROCESS_DIR] = str(shared)

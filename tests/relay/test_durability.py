@@ -6,6 +6,7 @@ every call it made is on the topic exactly once.
 
 from __future__ import annotations
 
+import fcntl
 import signal
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from ingest.usage_event import UsageEvent
 from relay.forwarding import EVENT_ID_HEADER
 from tests.relay.conftest import start_relay
 from tests.support import free_port, read_topic
-from tokenops.broker import ensure_topics, start_embedded_broker
+from tokenops.broker import ensure_topics, port_is_open, start_embedded_broker
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +196,36 @@ def test_two_workers_share_the_port_and_one_relay_later_publishes_what_both_spoo
         if broker is not None:
             broker.terminate()
             broker.wait(10)
+
+
+def test_workers_whose_relay_parent_is_killed_stop_and_spool_what_they_hold(
+    tmp_path: Path,
+) -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens: events stay in the spool
+    env = {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap, "TOKENOPS_RELAY_WORKERS": "2"}
+    relay, services = start_relay(tmp_path, env)
+    try:
+        sent = [call(relay) for _ in range(10)]
+        host, _, port = relay.removeprefix("http://").partition(":")
+        assert services[0].stop(signal.SIGKILL) == -signal.SIGKILL  # the parent only
+        locks = list((tmp_path / "spool").glob(".slot-*.lock"))
+        assert len(locks) == 2
+        wait_until(
+            lambda: all(_unlocked(lock) for lock in locks) and not port_is_open(host, int(port)),
+            20,
+            "the workers to stop and let go of their spool slots",
+        )
+        assert spool_depth_on_disk(tmp_path / "spool") == len(sent)
+        assert "parent process" in (tmp_path / "relay.log").read_text()
+    finally:
+        for service in services:
+            service.stop()
+
+
+def _unlocked(lock: Path) -> bool:
+    with lock.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
