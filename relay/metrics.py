@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 
 from relay.budget_gate import BudgetGate
 from relay.usage_publisher import UsagePublisher
+from tokenops.processes import pid_alive
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 GaugeMode = Literal["livesum", "livemax"]
@@ -115,13 +116,3 @@ def forget_dead_workers(directory: Path) -> None:
         pid = path.stem.rsplit("_", 1)[-1]
         if pid.isdigit() and not pid_alive(int(pid)):
             multiprocess.mark_process_dead(int(pid), str(directory))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

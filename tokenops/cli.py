@@ -118,8 +118,9 @@ def relay() -> None:
     """Run the relay (OpenAI-compatible gateway that meters every call)."""
     configure_logging()
     from relay.app import create_app
-    from relay.metrics import MULTIPROCESS_DIR, pid_alive
+    from relay.metrics import MULTIPROCESS_DIR
     from tokenops.broker import port_is_open
+    from tokenops.processes import pid_alive
 
     settings = get_settings()
     if settings.relay_workers == 1:

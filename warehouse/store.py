@@ -29,6 +29,7 @@ from ingest.price_book import PriceVersion
 from ingest.pricing import Pricer
 from ingest.usage_event import TokenCounts, UsageEvent
 from tokenops.errors import TokenopsError
+from tokenops.processes import pid_alive
 from warehouse import rollup
 
 
@@ -187,6 +188,16 @@ def delivery_row(delivery: AlertDelivery, loaded_at: datetime) -> dict[str, Any]
     return row
 
 
+def _per_origin(table: pa.Table) -> dict[tuple[str, int, datetime], int]:
+    """Rows of a staged call table per (topic, partition, hour) they came from."""
+    columns = ["origin_topic", "origin_partition", "origin_hour"]
+    counts = table.select(columns).group_by(columns).aggregate([([], "count_all")])
+    return {
+        (row["origin_topic"], row["origin_partition"], row["origin_hour"]): row["count_all"]
+        for row in counts.to_pylist()
+    }
+
+
 def owner_path(path: Path) -> Path:
     """Beside the DuckDB file: who holds it open for writing (pid, role, since)."""
     return path.with_name(path.name + ".owner")
@@ -197,21 +208,11 @@ def _holder(path: Path, detail: str) -> str:
         owner = json.loads(owner_path(path).read_text())
         return (
             f"pid {owner['pid']} ({owner['role']}, since {owner['since']})"
-            if _alive(int(owner["pid"]))
+            if pid_alive(int(owner["pid"]))
             else f"another process ({detail})"
         )
     except (OSError, ValueError, KeyError):
         return f"another process ({detail})"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class WarehouseStore:
@@ -395,36 +396,13 @@ class WarehouseStore:
         finally:
             cur.unregister("offered")
             cur.unregister("new_calls")
-        loaded = (
-            pa.table(
-                {
-                    "topic": fresh.column("origin_topic"),
-                    "partition": fresh.column("origin_partition"),
-                    "hour": fresh.column("origin_hour"),
-                }
-            )
-            .group_by(["topic", "partition", "hour"])
-            .aggregate([([], "count_all")])
-        )
-        consumed = (
-            pa.table(
-                {
-                    "topic": table.column("origin_topic"),
-                    "partition": table.column("origin_partition"),
-                    "hour": table.column("origin_hour"),
-                }
-            )
-            .group_by(["topic", "partition", "hour"])
-            .aggregate([([], "count_all")])
-        )
-        for row in consumed.to_pylist():
-            tally = tallies[(row["topic"], row["partition"], row["hour"])]
-            tally.consumed += row["count_all"]
-            tally.duplicates += row["count_all"]
-        for row in loaded.to_pylist():
-            tally = tallies[(row["topic"], row["partition"], row["hour"])]
-            tally.loaded += row["count_all"]
-            tally.duplicates -= row["count_all"]
+        for key, count in _per_origin(table).items():
+            tally = tallies[key]
+            tally.consumed += count
+            tally.duplicates += count
+        for key, count in _per_origin(fresh).items():
+            tallies[key].loaded += count
+            tallies[key].duplicates -= count
         return len(new_ids)
 
     @staticmethod
