@@ -8,8 +8,8 @@ The integer arithmetic is `Pricer.price`'s: atto-units per token times tokens, F
 to even at the atto scale, per token class.
 
 The path is deliberately narrow. It takes a record only in the shape tokenops itself writes
-(an object of known keys, no escapes or duplicate keys, integers as JSON integers, RFC 3339 event
-time with an offset, no usage_error, no pricing fields yet) whose call has a price. Every other
+(the event read back and written the way `UsageEvent.to_wire` writes it is the record, byte for
+byte; no usage_error, no pricing fields yet) whose call has a price. Every other
 record is handed back, and the per-record path (the pydantic contract and `Pricer.price_event`)
 decides and explains. So the contract stays the one definition of a valid event, and both paths
 write the same row for the same payload (tests/ingest/test_usage_batch.py checks it).
@@ -28,13 +28,13 @@ import duckdb
 import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
+from ingest.price_book import TOKEN_CLASSES
 from ingest.pricing import Pricer
 from ingest.token_usage import UsageMismatch, tokens_from_usage
-from ingest.usage_event import TokenCounts, UsageEvent
+from ingest.usage_event import UsageEvent
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
-TOKEN_CLASSES = tuple(TokenCounts.model_fields)
 MAX_TOKENS = 10**12
 """Larger token counts (a bug, or a very odd provider) are priced one by one."""
 MAX_NESTING = 100
