@@ -27,8 +27,8 @@ for shares; (2) and (3) must both reach `z_threshold`. The kinds:
 - context_bloat: tokens per call of input, output or reasoning;
 - cache_hit_drop: cache reads over all input tokens;
 - model_mix_shift: total variation distance between served-model shares (not on model keys);
-- silent_fallback: share of successful calls that were a retry (attempt > 1), carried a
-  fallback reason or were served by another model than requested;
+- silent_fallback: share of successful calls that were a retry (attempt > 1) or carried a
+  fallback reason (a catalog alias served by its first target is neither);
 - error_storm: share of calls whose outcome is not "ok";
 - prompt_version_cost_jump: a prompt version first seen within the baseline, after its feature
   already had `min_baseline_buckets` of history (so a restart is no release), whose cost per
@@ -590,7 +590,9 @@ class AnomalyDetector:
             cell.error_cost += cost
             return
         cell.ok += 1
-        if event.attempt > 1 or event.fallback_reason is not None or model != event.requested_model:
+        # A fallback is what the relay says it did; a catalog alias served by its first target
+        # (claude-3-5-sonnet -> claude-3-5-sonnet-latest) is not one.
+        if event.attempt > 1 or event.fallback_reason is not None:
             cell.fallbacks += 1
         t, tokens = event.tokens, cell.tokens
         tokens[0] += t.input_uncached
@@ -785,9 +787,12 @@ class AnomalyDetector:
         robust_z = (math.log(current + tiny) - centre) / max(spread, cfg.min_log_sigma)
         # spend as a count of "effective calls" (cost / (E[c^2] / E[c]) has a compound Poisson
         # variance equal to its mean): heavy-tailed call costs make few effective calls, so a
-        # high window takes more evidence
+        # high window takes more evidence. E[c^2] / E[c] is estimated as the null hypothesis
+        # has it, over baseline and window together: a young baseline that happened to see
+        # only cheap models must not make a window's few dear calls look impossible.
         total = base.total
-        unit = total.cost_sq / float(total.cost) if total.cost > 0 else 0.0
+        pooled = float(total.cost) + float(view.window.cost)
+        unit = (total.cost_sq + view.window.cost_sq) / pooled if pooled > 0 else 0.0
         sampled = math.inf
         if unit > 0:
             spent, usual_spent = float(view.window.cost) / unit, float(total.cost) / unit

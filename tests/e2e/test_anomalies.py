@@ -53,7 +53,8 @@ def test_a_prompt_version_tripling_its_prompts_is_detected_and_explained(
     )  # fmt: skip
     try:
         time.sleep(BASELINE_S - 2)
-        assert anomalies(pipeline) == [], "steady demo traffic raised an anomaly"
+        raised = anomalies(pipeline)
+        assert raised == [], f"steady demo traffic raised an anomaly: {raised}"
         spike_at = time.monotonic() + 2
         found: list[dict[str, object]] = []
         while not found and time.monotonic() < spike_at + 75:

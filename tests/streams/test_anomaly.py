@@ -51,6 +51,8 @@ class Stream:
     models: tuple[tuple[str, float], ...] = (("gpt-4o-mini", 1.0),)
     error_share: float = 0.005
     fallback_share: float = 0.0
+    aliases: tuple[tuple[str, str], ...] = ()
+    """(requested, served): catalog aliases the relay serves by their first target."""
 
 
 def priced_call(stream: Stream, at: datetime, rng: random.Random) -> UsageEvent:
@@ -70,7 +72,7 @@ def priced_call(stream: Stream, at: datetime, rng: random.Random) -> UsageEvent:
             "cost_usd": Decimal(0),
         }
         return usage_event(served_model=requested, **failed, **attribution)
-    served, fallback = requested, {}
+    served, fallback = dict(stream.aliases).get(requested, requested), {}
     if rng.random() < stream.fallback_share:
         served = "claude-3-5-haiku"
         fallback = {"attempt": 2, "fallback_reason": "http_503"}
@@ -226,6 +228,17 @@ def test_steady_multi_tenant_traffic_raises_no_alert() -> None:
     assert sim.run(1200) == []
     # bounded memory: at most one entry per key however long it runs
     assert sim.detector.keys <= 3 + 3 + 2 + 5  # tenants, features, versions, (tenant, model)s
+
+
+def test_calls_through_a_catalog_alias_are_not_fallbacks() -> None:
+    # The relay serves an alias (cheap-chat) by its first target (gpt-4o-mini): requested and
+    # served names differ, but nothing fell back. A feature moving to the alias changes no
+    # cost, model or outcome, so nothing may page.
+    search, *others = steady_tenants()
+    sim = Simulation(search, *others)
+    sim.run(WARM_UP_S)
+    sim.change(0, models=(("cheap-chat", 1.0),), aliases=(("cheap-chat", "gpt-4o-mini"),))
+    assert warns(sim.run(120)) == []
 
 
 def test_a_prompt_version_tripling_its_input_is_paged_once_within_a_minute() -> None:
