@@ -421,22 +421,16 @@ class AlertDeliveryService:
             status: DeliveryStatus = (
                 "delivered" if outcome.delivered else "failed" if final else "retrying"
             )
-            record = AlertDelivery(
-                delivery_id=delivery_id(alert.alert_id, target.name, attempt),
-                alert_id=alert.alert_id,
-                webhook=target.name,
-                tenant=alert.tenant,
-                attempt=attempt,
-                status=status,
+            await self._record(
+                producer,
+                target,
+                alert,
+                attempt,
+                status,
+                outcome.error,
                 http_status=outcome.http_status,
-                error=outcome.error,
-                delivered_at=datetime.now(UTC),
                 latency_ms=outcome.latency_ms,
             )
-            await producer.send_and_wait(
-                ALERT_DELIVERIES, key=alert.alert_id.encode(), value=record.to_wire()
-            )
-            self.note(record)
             if status == "delivered":
                 self.stats.delivered += 1
                 log.info(
@@ -469,28 +463,45 @@ class AlertDeliveryService:
         self, target: WebhookTarget, alert: AlertEvent, age_s: float, producer: AIOKafkaProducer
     ) -> None:
         attempt = self._attempts.get((alert.alert_id, target.name), 0) + 1
+        error = (
+            f"not posted: the alert was {age_s:.0f} s old, over the maximum age of "
+            f"{self.policy.max_age_s:g} s (TOKENOPS_ALERT_MAX_AGE_S)"
+        )
+        await self._record(producer, target, alert, attempt, "expired", error)
+        self.stats.expired += 1
+        log.info(
+            "alert %s to %s: expired (%.0f s old), not posted", alert.alert_id, target.name, age_s
+        )
+
+    async def _record(
+        self,
+        producer: AIOKafkaProducer,
+        target: WebhookTarget,
+        alert: AlertEvent,
+        attempt: int,
+        status: DeliveryStatus,
+        error: str | None,
+        *,
+        http_status: int | None = None,
+        latency_ms: int = 0,
+    ) -> None:
+        """Publish one attempt's delivery record (acks=all) and remember it."""
         record = AlertDelivery(
             delivery_id=delivery_id(alert.alert_id, target.name, attempt),
             alert_id=alert.alert_id,
             webhook=target.name,
             tenant=alert.tenant,
             attempt=attempt,
-            status="expired",
-            error=(
-                f"not posted: the alert was {age_s:.0f} s old, over the maximum age of "
-                f"{self.policy.max_age_s:g} s (TOKENOPS_ALERT_MAX_AGE_S)"
-            ),
+            status=status,
+            http_status=http_status,
+            error=error,
             delivered_at=datetime.now(UTC),
-            latency_ms=0,
+            latency_ms=latency_ms,
         )
         await producer.send_and_wait(
             ALERT_DELIVERIES, key=alert.alert_id.encode(), value=record.to_wire()
         )
         self.note(record)
-        self.stats.expired += 1
-        log.info(
-            "alert %s to %s: expired (%.0f s old), not posted", alert.alert_id, target.name, age_s
-        )
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
