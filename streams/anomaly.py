@@ -39,24 +39,33 @@ so it does not flap), nor does a window with fewer than `min_requests` calls.
 
 Episodes. A key opens an episode (one WARN alert) when any kind fires, and closes it (one
 RECOVERED alert) once no kind has held even at the clearing thresholds (half the effect and
-`z_clear`) for `recover_after_s`; further kinds on an open key do not page again. The episode's
-anomaly is the first of `KINDS` showing (root causes before spend_spike, their symptom); a spend
-spike with no cause showing yet is named by the part of the decomposition that raised cost most
-(model mix, tokens per call, cache) and stays spend_spike for volume or price. Alert ids derive
-from the key, the kind and the bucket the episode started in (RECOVERED adds "recovered"), so a
-redelivered alert collapses downstream. A RECOVERED alert compares with the baseline before the
-episode. Baselines adapt: a shift lasting about half the baseline becomes the new normal and its
-episode ends as RECOVERED.
+`z_clear`, on any number of calls) for `recover_after_s`; further kinds on an open key do not
+page again. The episode's anomaly is the first of `KINDS` showing (root causes before
+spend_spike, their symptom); a spend spike with no cause showing yet is named by the part of the
+decomposition that raised cost most (model mix, tokens per call, cache) and stays spend_spike
+for volume or price. Alert ids derive from the key, the kind and the bucket the episode started
+in (RECOVERED adds "recovered"), so a redelivered alert collapses downstream. A RECOVERED alert
+compares with the baseline before the episode. Baselines adapt: a shift lasting about half the
+baseline becomes the new normal and its episode ends as RECOVERED.
 
 One page per cause. Keys nest: tenant > model > feature > prompt version (a model key holds the
 feature and prompt-version keys whose current window used that model). A broader key does not
-page while a more specific abnormal key accounts for at least `explain_share` of its excess in
-every kind it fired (a prompt-version cost jump accounts for a broader key's cost kinds by its
-cost change); a more specific key does not page while a broader key shows the kinds it fired
-with an open episode, or with over 1 / `explain_share` times its excess (an incident building
-that will page for itself). So one prompt version tripling its input tokens pages once, for the
-prompt version; an outage spread over several features pages once, for the model they share (or
-the tenant).
+page
+- while a more specific abnormal key (an open episode, or firing now) accounts for at least
+  `explain_share` of its excess in every kind it fired (its prompt-version cost jump or spend
+  spike accounts for a broader key's cost kinds by its cost change);
+- while it fires nothing once the calls of its more specific keys with an open episode are taken
+  out (their own baselines adapt to the change sooner than the broader one, where it is diluted,
+  so sizes no longer compare; what is left is what the broader key would page for);
+- for up to `window_s` while a more specific key accounts for it on fewer calls than a page
+  needs (`min_requests`): that key most likely pages once its calls arrive; if it does not,
+  the broader key pages.
+A more specific key does not page while a broader key shows the kinds it fired with an open
+episode, or with over 1 / `explain_share` times its excess (an incident building that will page
+for itself). So one prompt version tripling its input tokens pages once, for the prompt version,
+even when its calls spread over models; an outage spread over several features pages once, for
+the model they share (or the tenant). An open episode holds while the key shows the anomaly on
+the calls it has, however few: a lull in traffic is no recovery.
 
 Explanation. The alert carries the baseline and current profile (cost and calls per minute,
 tokens per call by class, cache hit rate, error and fallback rates, model mix) and the change in
@@ -264,6 +273,7 @@ class _Cell:
         "error_cost",
         "errors",
         "fallbacks",
+        "leaf",
         "model",
         "ok",
         "owners",
@@ -271,8 +281,9 @@ class _Cell:
         "tokens",
     )
 
-    def __init__(self, model: str) -> None:
-        self.model = model
+    def __init__(self, leaf: Key) -> None:
+        self.leaf = leaf
+        self.model = leaf[3] or ""
         self.requests = 0
         self.ok = 0
         self.errors = 0
@@ -335,15 +346,37 @@ class _Episode:
     clear_since: datetime | None = None
 
 
+def _counts(key: Key, leaf: Key) -> bool:
+    """Whether calls of `leaf` count towards `key` (see `AnomalyDetector._new_cell`)."""
+    level = _level(key)
+    if level == "model":
+        return leaf[3] == key[3]
+    if level == "prompt":
+        return leaf[1:3] == key[1:3]
+    if level == "feature":
+        return leaf[1] == key[1]
+    return True
+
+
 class _Series:
-    __slots__ = ("baseline", "buckets", "episode", "first")
+    __slots__ = ("baseline", "buckets", "deferred_since", "episode", "first")
 
     def __init__(self, first: int) -> None:
         self.first = first
         self.buckets: dict[int, _Bucket] = {}
         self.episode: _Episode | None = None
+        self.deferred_since: datetime | None = None
+        """Since when this key has fired but waited for a more specific key building up."""
         self.baseline: _Baseline | None = None
         """Valid for the last evaluation's window; dropped by a late event in it."""
+
+    def without(self, keys: list[Key]) -> _Series:
+        """A copy of these buckets without the calls that count towards any of `keys`."""
+        rest = _Series(self.first)
+        for b, bucket in self.buckets.items():
+            kept = rest.buckets[b] = _Bucket()
+            kept.cells = [c for c in bucket.cells if not any(_counts(k, c.leaf) for k in keys)]
+        return rest
 
 
 _stamps = itertools.count()
@@ -438,6 +471,18 @@ class _Finding:
     """Change in USD per minute against the baseline's average."""
     headline: str
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """The fewest calls (and errors or fallbacks) in a window a verdict rests on."""
+
+    calls: int
+    events: int
+
+
+_ANY = _Evidence(1, 1)
+"""Enough to tell where a broader key's anomaly sits, never enough to page."""
 
 
 @dataclass(slots=True)
@@ -560,6 +605,7 @@ class AnomalyDetector:
         self._gate = _Gate(config)
         self._empty = _Summary()
         self._span = max(1, round(config.window_s / config.bucket_s))
+        self._evidence = _Evidence(config.min_requests, config.min_events)
 
     @property
     def keys(self) -> int:
@@ -613,7 +659,7 @@ class AnomalyDetector:
         towards (the tenant, its served model, its feature, its prompt version)."""
         tenant, feature, version, model = leaf
         assert model is not None
-        cell = _Cell(model)
+        cell = _Cell(leaf)
         keys: list[Key] = [(tenant, None, None, None), (tenant, None, None, model)]
         if feature is not None:
             keys.append((tenant, feature, None, None))
@@ -656,12 +702,24 @@ class AnomalyDetector:
         for key in views:
             by_tenant.setdefault(key[0], []).append(key)
 
+        tentative: dict[Key, dict[AnomalyKind, _Finding]] = {}
+
+        def evidence(k: Key) -> dict[AnomalyKind, _Finding]:
+            """What key `k` shows, on as little as one call when a page would need more."""
+            if findings[k]:
+                return findings[k]
+            if k not in tentative:
+                tentative[k] = self._findings(views[k], views, _ANY)
+            return tentative[k]
+
         alerts: list[AlertEvent] = []
         for key, view in views.items():
             episode = view.series.episode
             if episode is None:
                 continue
-            if findings[key]:
+            # too few calls to page is no sign of recovery: a key still showing the anomaly
+            # on the calls it has holds its episode (one that stops calling recovers)
+            if evidence(key):
                 episode.clear_since = None
             elif episode.clear_since is None:
                 episode.clear_since = now
@@ -673,12 +731,27 @@ class AnomalyDetector:
 
         for key in sorted(views, key=lambda k: _RANK[_level(k)]):
             view = views[key]
+            series = view.series
             firing = [f for f in findings[key].values() if f.strict]
-            if view.series.episode is not None or not firing:
+            if series.episode is not None or not firing:
+                series.deferred_since = None
                 continue
             family = by_tenant[key[0]]
-            if self._explained_below(key, firing, family, views, findings):
+            if self._covered_below(view, family, views, frame):
+                series.deferred_since = None
                 continue
+            below = self._below(key, firing, family, views, findings, evidence)
+            if below == "paging":
+                series.deferred_since = None
+                continue
+            if below == "building":
+                # a more specific key holds it but lacks the calls to page yet: wait for it,
+                # for one window at most (it may never get them)
+                if series.deferred_since is None:
+                    series.deferred_since = now
+                if now - series.deferred_since < timedelta(seconds=cfg.window_s):
+                    continue
+            series.deferred_since = None
             if self._part_of_above(key, firing, family, views, findings):
                 continue
             # a symptom (spend) that fired with a cause already showing is the cause's episode
@@ -741,21 +814,29 @@ class AnomalyDetector:
 
     # -- verdicts ------------------------------------------------------------------------------
 
-    def _findings(self, view: _View, views: dict[Key, _View]) -> dict[AnomalyKind, _Finding]:
+    def _findings(
+        self, view: _View, views: dict[Key, _View], least: _Evidence | None = None
+    ) -> dict[AnomalyKind, _Finding]:
+        """The kinds this key shows; with `least`, also on fewer calls than a page needs (to
+        tell where a broader key's anomaly sits, or that an open episode still holds)."""
         cfg = self.config
-        if view.window.requests < cfg.min_requests or not view.significant:
+        if not view.significant:
             return {}
+        if least is None:
+            if view.window.requests < cfg.min_requests:
+                return {}
+            least = self._evidence
         found: list[_Finding | None] = []
         if len(view.base.buckets) >= cfg.min_baseline_buckets:
             found += [
                 self._spend_spike(view),
-                self._context_bloat(view),
-                self._cache_hit_drop(view),
-                self._silent_fallback(view),
-                self._error_storm(view),
+                self._context_bloat(view, least),
+                self._cache_hit_drop(view, least),
+                self._silent_fallback(view, least),
+                self._error_storm(view, least),
             ]
             if view.level != "model":
-                found.append(self._model_mix_shift(view))
+                found.append(self._model_mix_shift(view, least))
         if view.level == "prompt":
             found.append(self._prompt_version_cost_jump(view, views))
         return {f.kind: f for f in found if f is not None}
@@ -811,9 +892,9 @@ class AnomalyDetector:
             {"ratio": f"{ratio:.2f}", "z": f"{z:.1f}"},
         )
 
-    def _context_bloat(self, view: _View) -> _Finding | None:
+    def _context_bloat(self, view: _View, least: _Evidence) -> _Finding | None:
         cfg, base, window = self.config, view.base, view.window
-        if window.ok < cfg.min_requests or not base.total.ok:
+        if window.ok < least.calls or not base.total.ok:
             return None
         classes: list[dict[str, str]] = []
         opened, excess, headline = False, 0.0, ""
@@ -857,12 +938,12 @@ class AnomalyDetector:
             {"classes": classes},
         )
 
-    def _cache_hit_drop(self, view: _View) -> _Finding | None:
+    def _cache_hit_drop(self, view: _View, least: _Evidence) -> _Finding | None:
         cfg, base, window = self.config, view.base, view.window
         usual, current = _hit_rate(base.total), _hit_rate(window)
         if usual is None or current is None or usual < cfg.min_cache_hit_rate:
             return None
-        if window.ok < cfg.min_requests or usual - current < cfg.cache_hit_drop / 2:
+        if window.ok < least.calls or usual - current < cfg.cache_hit_drop / 2:
             return None
         centre, spread, n = base.robust("cache hit rate", _hit_rate)
         if n < self._runs_needed(base):
@@ -881,10 +962,10 @@ class AnomalyDetector:
             {"baseline": f"{usual:.4f}", "current": f"{current:.4f}", "z": f"{z:.1f}"},
         )
 
-    def _model_mix_shift(self, view: _View) -> _Finding | None:
+    def _model_mix_shift(self, view: _View, least: _Evidence) -> _Finding | None:
         cfg, window = self.config, view.window
         base = view.base.total
-        if not base.ok or window.ok < cfg.min_requests:
+        if not base.ok or window.ok < least.calls:
             return None
         usual = {m: n / base.ok for m, n in base.models.items() if n}
 
@@ -929,12 +1010,13 @@ class AnomalyDetector:
         part: str,
         whole: str,
         threshold: float,
+        least: _Evidence,
     ) -> _Finding | None:
         """A rise in the share `part / whole` of calls (errors of all, fallbacks of ok)."""
-        cfg, base = self.config, view.base
+        base = view.base
         n, hits = getattr(view.window, whole), getattr(view.window, part)
         base_hits, base_n = getattr(base.total, part), getattr(base.total, whole)
-        if n < cfg.min_requests or hits < cfg.min_events:
+        if n < least.calls or hits < least.events:
             return None
         usual, current = base_hits / max(base_n, 1), hits / n
         if current - usual < threshold / 2:
@@ -958,15 +1040,17 @@ class AnomalyDetector:
             {"baseline": f"{usual:.4f}", "current": f"{current:.4f}", "z": f"{z:.1f}"},
         )
 
-    def _silent_fallback(self, view: _View) -> _Finding | None:
+    def _silent_fallback(self, view: _View, least: _Evidence) -> _Finding | None:
         threshold = self.config.fallback_share_jump
         return self._share_jump(
-            view, "silent_fallback", "fallback share", "fallbacks", "ok", threshold
+            view, "silent_fallback", "fallback share", "fallbacks", "ok", threshold, least
         )
 
-    def _error_storm(self, view: _View) -> _Finding | None:
+    def _error_storm(self, view: _View, least: _Evidence) -> _Finding | None:
         threshold = self.config.error_share_jump
-        return self._share_jump(view, "error_storm", "error rate", "errors", "requests", threshold)
+        return self._share_jump(
+            view, "error_storm", "error rate", "errors", "requests", threshold, least
+        )
 
     @staticmethod
     def _parent(view: _View, views: dict[Key, _View]) -> _View:
@@ -1060,22 +1144,46 @@ class AnomalyDetector:
             and costly.cost_excess >= share * outer.cost_excess
         )
 
-    def _explained_below(
+    def _covered_below(
+        self, view: _View, family: list[Key], views: dict[Key, _View], frame: _Frame
+    ) -> bool:
+        """Whether the anomaly of this key is all in more specific keys that already paged: the
+        key without their calls fires nothing. (Their baselines adapt sooner than this key's, in
+        which their change is diluted, so comparing sizes would page again for the same cause.)"""
+        paged = [
+            k
+            for k in family
+            if views[k].series.episode is not None and self._within(view.key, k, views)
+        ]
+        if not paged:
+            return False
+        rest = self._view(view.key, view.series.without(paged), frame)
+        return not any(f.strict for f in self._findings(rest, views).values())
+
+    def _below(
         self,
         key: Key,
         firing: list[_Finding],
         family: list[Key],
         views: dict[Key, _View],
         findings: dict[Key, dict[AnomalyKind, _Finding]],
-    ) -> bool:
-        """A more specific abnormal key accounts for every kind this key fired."""
-        below = [
-            findings[k]
-            for k in family
-            if self._within(key, k, views)
-            and (views[k].series.episode is not None or any(f.strict for f in findings[k].values()))
+        evidence: Callable[[Key], dict[AnomalyKind, _Finding]],
+    ) -> Literal["paging", "building", None]:
+        """Whether more specific keys account for every kind this key fired: "paging" when
+        those keys have an open episode or fire (their momentary lack of calls aside), "building"
+        when some only show it on fewer calls than a page needs, None when they do not."""
+        inner = [k for k in family if self._within(key, k, views)]
+        paging = [
+            evidence(k)
+            for k in inner
+            if views[k].series.episode is not None or any(f.strict for f in findings[k].values())
         ]
-        return all(any(self._explains(inner, f) for inner in below) for f in firing)
+        if all(any(self._explains(found, f) for found in paging) for f in firing):
+            return "paging"
+        shown = [found for k in inner if (found := evidence(k))]
+        if all(any(self._explains(found, f) for found in shown) for f in firing):
+            return "building"
+        return None
 
     def _part_of_above(
         self,

@@ -263,6 +263,27 @@ def test_a_prompt_version_tripling_its_input_is_paged_once_within_a_minute() -> 
     assert later[0].scope == page.scope and later[0].alert_id != page.alert_id
 
 
+def test_a_prompt_version_spread_over_models_pages_once_for_the_version() -> None:
+    # The version's calls go to three models, so each (tenant, model) key sees some of its
+    # bloated calls. A model key may fire while the version is a call short of a page, and again
+    # once the version's own baseline has adapted (the model keys' baselines dilute the change
+    # and adapt later). Neither is a second cause: one page, for the prompt version.
+    models = (("gpt-4o-mini", 0.4), ("gpt-4o", 0.3), ("claude-3-5-haiku", 0.3))
+    small = {"input_tokens": 600, "output_tokens": 60, "models": models}
+    sim = Simulation(
+        Stream("acme", "search", "search-v1", rate=1.0, **small),
+        Stream("acme", "search", "search-v2", rate=1.3, **small),
+        Stream("acme", "chat", "chat-v3", rate=1.0, **small),
+        Stream("globex", "summarise", None, rate=2.0, input_tokens=6000, output_tokens=400),
+    )
+    assert sim.run(WARM_UP_S) == []
+    spike = sim.change(1, input_tokens=1800)
+    sim.run(120)
+    page = one_page(sim, spike)
+    assert page.scope == {"tenant": "acme", "feature": "search", "prompt_version": "search-v2"}
+    assert explanation(page)["anomaly"] == "context_bloat"
+
+
 def test_late_and_out_of_order_events_still_count() -> None:
     search, *others = steady_tenants()
     sim = Simulation(replace(search, rate=6.0), *others, late_s=4.0)
