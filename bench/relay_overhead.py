@@ -50,6 +50,28 @@ def wait(url: str) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its direct children (the relay's workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    total = 0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def published(relay: str) -> float:
+    metrics = httpx.get(f"{relay}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.split("{")[0].split(" ")[0] == "tokenops_relay_events_published_total"
+    )
+
+
 def wrk(
     url: str, key: str | None, connections: int, seconds: int, workdir: Path
 ) -> dict[str, float]:
@@ -159,12 +181,20 @@ def main() -> None:
         else:
             print(f"LiteLLM not measured: {args.litellm} not found (make bench installs it)")
         results = {}
+        relay_pid = started[2].pid
         for name, base, key in paths:
             wrk(f"{base}/v1/chat/completions", key, 4, 2, work)  # warm up
+            if base == relay:
+                time.sleep(1.5)  # every worker's counters are refreshed once a second
+                cpu, calls = cpu_seconds(relay_pid), published(relay)
             results[name] = {
                 "c1": wrk(f"{base}/v1/chat/completions", key, 1, args.seconds, work),
                 "c32": wrk(f"{base}/v1/chat/completions", key, 32, args.seconds, work),
             }
+            if base == relay:
+                cpu = cpu_seconds(relay_pid) - cpu
+                time.sleep(1.5)
+                calls = published(relay) - calls
         time.sleep(1.5)  # every worker's gauges are refreshed once a second
         metrics = httpx.get(f"{relay}/metrics").text
         totals = {
@@ -185,6 +215,8 @@ def main() -> None:
         d, t = results["direct to simulator"]["c1"], results["through relay"]["c1"]
         p50, p99 = t["p50"] - d["p50"], t["p99"] - d["p99"]
         print(f"added latency at c1: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        # CPU per call holds still on a busy machine, where the latencies above do not
+        print(f"relay CPU per call: {cpu / calls * 1e6:.0f} us ({calls:.0f} calls)")
         if "through LiteLLM proxy" in results:
             litellm_rps = results["through LiteLLM proxy"]["c32"]["rps"]
             ratio = results["through relay"]["c32"]["rps"] / litellm_rps

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -53,10 +52,7 @@ def build_relay(settings: Settings) -> Relay:
         settings=settings,
         catalog=ModelCatalog.load(settings.config_dir / "models.yaml", settings),
         tenants=TenantDirectory.load(settings.config_dir / "tenants.yaml"),
-        http=httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_timeout_s, connect=5.0),
-            transport=AiohttpTransport(max_connections=1000),
-        ),
+        upstream=AiohttpTransport(max_connections=1000),
         publisher=publisher,
         breakers=CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s),
         gate=gate,
@@ -104,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if refresher is not None:
                 refresher.cancel()
-            await relay.http.aclose()
+            await relay.upstream.aclose()
             relay.gate.close()
             relay.publisher.close()
             relay.spool_slot.release()

@@ -105,15 +105,16 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
             streamed=call.stream,
             prompt_chars=call.prompt_chars,
         )
-        request = relay.http.build_request(
+        wait_s = min(remaining, relay.settings.upstream_timeout_s)
+        request = httpx.Request(
             "POST",
-            f"{target.base_url}{call.endpoint.upstream_path}",
+            relay.upstream_url(target.base_url, call.endpoint.upstream_path),
             content=_payload(call, target),
             headers=upstream_headers(call, target),
-            timeout=httpx.Timeout(min(remaining, relay.settings.upstream_timeout_s), connect=5.0),
+            extensions={"timeout": {"connect": 5.0, "read": wait_s, "write": wait_s}},
         )
         try:
-            upstream = await relay.http.send(request, stream=True)
+            upstream = await relay.upstream.handle_async_request(request)
             if upstream.status_code in RETRYABLE_STATUS and not last:
                 await upstream.aread()
                 await upstream.aclose()

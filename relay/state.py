@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import httpx
@@ -25,12 +25,23 @@ class Relay:
     settings: Settings
     catalog: ModelCatalog
     tenants: TenantDirectory
-    http: httpx.AsyncClient
+    upstream: httpx.AsyncBaseTransport
+    """Where calls go: a transport, not a client. A proxy needs none of a client's extras, and
+    a client's cookie jar would carry one tenant's upstream cookies into another's calls."""
     publisher: UsagePublisher
     breakers: CircuitBreakers
     gate: BudgetGate
     metrics: RelayMetrics
     spool_slot: SpoolSlot
+    _urls: dict[tuple[str, str], httpx.URL] = field(default_factory=dict)
+
+    def upstream_url(self, base_url: str, path: str) -> httpx.URL:
+        """The parsed URL of a target's endpoint (parsing one costs more than the rest of
+        building the request)."""
+        url = self._urls.get((base_url, path))
+        if url is None:
+            url = self._urls[(base_url, path)] = httpx.URL(f"{base_url}{path}")
+        return url
 
     def publish(self, event: UsageEvent, reservation: Reservation | None = None) -> None:
         self.publisher.publish(event)
