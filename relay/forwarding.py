@@ -26,6 +26,7 @@ from relay.metering import Attribution, CallMeter
 from relay.model_catalog import Target
 from relay.state import Relay
 from relay.tenants import Caller
+from relay.upstream_transport import read_body
 
 EVENT_ID_HEADER = "x-tokenops-event-id"
 """Every relayed response names the usage event it produced."""
@@ -116,8 +117,7 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
         try:
             upstream = await relay.upstream.handle_async_request(request)
             if upstream.status_code in RETRYABLE_STATUS and not last:
-                await upstream.aread()
-                await upstream.aclose()
+                await read_body(upstream)
                 breaker.failure()
                 fallback_reason = f"http_{upstream.status_code}"
                 relay.publish(
@@ -136,10 +136,7 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
                     media_type=upstream.headers.get("content-type", "text/event-stream"),
                     headers={"cache-control": "no-cache", EVENT_ID_HEADER: meter.event_id},
                 )
-            try:
-                content = await upstream.aread()
-            finally:
-                await upstream.aclose()
+            content = await read_body(upstream)
         except httpx.TimeoutException:
             breaker.failure()
             fallback_reason = "timeout"

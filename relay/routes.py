@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 
 from relay.budget_gate import CallScope, Refusal
 from relay.errors import (
@@ -28,7 +30,18 @@ from relay.forwarding import Call, Endpoint, forward
 from relay.metering import Attribution
 from relay.state import Relay, current_caller
 
-router = APIRouter()
+
+class RelayRoute(APIRoute):
+    """A model endpoint takes the request as it is: it reads and checks the body itself (to
+    answer in the caller's protocol), so FastAPI's dependency and body handling is skipped.
+    The route stays in the OpenAPI document."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
+
+
+router = APIRouter(route_class=RelayRoute)
 
 CHAT = Endpoint("chat.completions", "/chat/completions", usage_option=True)
 COMPLETIONS = Endpoint("completions", "/completions", usage_option=True)

@@ -28,8 +28,28 @@ class _AiohttpBody(httpx.AsyncByteStream):
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
 
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise httpx.ReadTimeout(str(exc) or "read timeout", request=self._request) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
+
     async def aclose(self) -> None:
         self._response.release()
+
+
+async def read_body(response: httpx.Response) -> bytes:
+    """The whole (decoded) body of a streamed response, and released. An unencoded body from
+    this transport is read in one piece: httpx's chunk iterators cost more than the read."""
+    try:
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if isinstance(response.stream, _AiohttpBody) and encoding in ("", "identity"):
+            return await response.stream.read()
+        return await response.aread()
+    finally:
+        await response.aclose()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

@@ -1,0 +1,109 @@
+"""An upstream that compresses its answers (as real providers do when asked, and the relay's
+client asks): the caller gets the decoded JSON and the call is metered from its usage."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from ingest.topics import USAGE_EVENTS
+from tests.relay.conftest import start_relay
+from tests.relay.test_relay_endpoints import events
+from tests.support import end_offsets_by_partition
+from tokenops.settings import DEMO_CONFIG_DIR
+
+ANSWER = {
+    "id": "chatcmpl-zipped",
+    "object": "chat.completion",
+    "created": 1763800000,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "compressed hello"},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+}
+
+
+class Gzipping(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        self.rfile.read(int(self.headers["content-length"]))
+        body = json.dumps(ANSWER).encode()
+        if "gzip" in self.headers.get("accept-encoding", ""):
+            body = gzip.compress(body)
+            encoding = "gzip"
+        else:
+            encoding = "identity"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-encoding", encoding)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def zipped_upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gzipping)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_compressed_answer_reaches_the_caller_decoded_and_is_metered(
+    broker: str, tmp_path: Path, zipped_upstream: str
+) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(DEMO_CONFIG_DIR, config)
+    catalog = yaml.safe_load((config / "models.yaml").read_text())
+    catalog["providers"]["zipped"] = {
+        "base_url": zipped_upstream,
+        "api_key_env": "TOKENOPS_TEST_ZIPPED_KEY",
+    }
+    catalog["models"]["zipped-chat"] = [{"provider": "zipped", "model": "gpt-4o-mini"}]
+    (config / "models.yaml").write_text(yaml.safe_dump(catalog))
+    url, services = start_relay(
+        tmp_path,
+        {
+            "TOKENOPS_KAFKA_BOOTSTRAP": broker,
+            "TOKENOPS_CONFIG_DIR": str(config),
+            "TOKENOPS_SIMULATE": "auto",
+            "TOKENOPS_TEST_ZIPPED_KEY": "zipped-key",
+        },
+    )
+    try:
+        since = end_offsets_by_partition(broker, USAGE_EVENTS)
+        feature = f"f-{uuid.uuid4().hex[:8]}"
+        sdk = openai.OpenAI(
+            base_url=f"{url}/v1", api_key="sk-acme-demo", default_headers={"X-Feature": feature}
+        )
+        answer = sdk.chat.completions.create(
+            model="zipped-chat", messages=[{"role": "user", "content": "hello"}]
+        )
+        assert answer.choices[0].message.content == "compressed hello"
+        [event] = events(broker, since, feature, 1)
+        assert (event.provider, event.outcome, event.usage_source) == ("zipped", "ok", "provider")
+        assert (event.tokens.input_uncached, event.tokens.output) == (11, 3)
+    finally:
+        for service in services:
+            service.stop()
