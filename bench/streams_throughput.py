@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -68,6 +69,15 @@ def end_offset(bootstrap: str, topic: str) -> int:
         return sum(consumer.end_offsets(parts).values())
     finally:
         consumer.close()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class LedgerProgress:
@@ -161,6 +171,7 @@ def main() -> None:
             now = time.monotonic()
             if done and first_at is None:
                 first_at, first_done = now, done
+                first_cpu = cpu_seconds([w.process.pid for w in workers])
             if done >= total:
                 break
             if done > progress[0]:
@@ -173,9 +184,12 @@ def main() -> None:
                 raise SystemExit(f"the worker exited:\n{log[-3000:]}")
             time.sleep(0.2)
         assert first_at is not None
+        cpu = cpu_seconds([w.process.pid for w in workers]) - first_cpu
         rate = (total - first_done) / max(now - first_at, 1e-9)
         print(f"sustained: {rate:,.0f} events/s priced, published and counted "
               f"({total:,} events, {now - first_at:.1f} s)", flush=True)  # fmt: skip
+        # CPU per event holds still on a busy machine, where the rate above does not
+        print(f"worker CPU per event: {cpu / max(total - first_done, 1) * 1e6:.0f} us")
 
         consumer = KafkaConsumer(
             ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=20
