@@ -3,43 +3,31 @@ target that keeps failing."""
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 
 import httpx
-import openai
-import yaml
 
 from ingest.topics import USAGE_EVENTS
-from tests.relay.conftest import start_relay
-from tests.relay.test_relay_endpoints import events
+from tests.relay.conftest import start_relay_with_provider
+from tests.relay.test_relay_endpoints import ask, events, tagged
 from tests.support import end_offsets_by_partition, free_port
-from tokenops.settings import DEMO_CONFIG_DIR
 
 
 def test_failed_attempts_fall_back_and_an_open_circuit_is_skipped(
     broker: str, tmp_path: Path
 ) -> None:
-    config = tmp_path / "config"
-    shutil.copytree(DEMO_CONFIG_DIR, config)
-    catalog = yaml.safe_load((config / "models.yaml").read_text())
-    catalog["providers"]["flaky"] = {
-        "base_url": f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
-        "api_key_env": "TOKENOPS_TEST_FLAKY_KEY",
-    }
-    catalog["models"]["resilient-chat"] = [
-        {"provider": "flaky", "model": "gpt-4o-mini"},
-        {"provider": "openai", "model": "gpt-4o-mini"},
-    ]
-    (config / "models.yaml").write_text(yaml.safe_dump(catalog))
-    url, services = start_relay(
+    url, services = start_relay_with_provider(
         tmp_path,
+        broker,
+        "flaky",
+        f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
         {
-            "TOKENOPS_KAFKA_BOOTSTRAP": broker,
-            "TOKENOPS_CONFIG_DIR": str(config),
-            "TOKENOPS_SIMULATE": "auto",  # flaky has a key, so it is "real"; openai has none
-            "TOKENOPS_TEST_FLAKY_KEY": "secret-flaky-key",
+            "resilient-chat": [
+                {"provider": "flaky", "model": "gpt-4o-mini"},
+                {"provider": "openai", "model": "gpt-4o-mini"},  # no key: simulated
+            ]
+        },
+        {
             "OPENAI_API_KEY": "",
             "TOKENOPS_BREAKER_FAILURES": "2",
             "TOKENOPS_BREAKER_COOLDOWN_S": "300",
@@ -47,15 +35,8 @@ def test_failed_attempts_fall_back_and_an_open_circuit_is_skipped(
     )
     try:
         since = end_offsets_by_partition(broker, USAGE_EVENTS)
-        feature = f"f-{uuid.uuid4().hex[:8]}"
-        sdk = openai.OpenAI(
-            base_url=f"{url}/v1", api_key="sk-acme-demo", default_headers={"X-Feature": feature}
-        )
-        for _ in range(4):
-            answer = sdk.chat.completions.create(
-                model="resilient-chat", messages=[{"role": "user", "content": "hello"}]
-            )
-            assert answer.usage is not None
+        feature, sdk = tagged(url)
+        assert all(answer.usage is not None for answer in ask(sdk, "resilient-chat", 4))
         found = events(broker, since, feature, 6)
         failed = [e for e in found if e.attempt == 1]
         served = [e for e in found if e.attempt == 2]

@@ -10,6 +10,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletion
 
 from ingest.topics import USAGE_EVENTS
 from ingest.usage_event import UsageEvent
@@ -21,6 +22,14 @@ def tagged(relay_url: str, key: str = "sk-acme-demo") -> tuple[str, openai.OpenA
     return feature, openai.OpenAI(
         base_url=f"{relay_url}/v1", api_key=key, default_headers={"X-Feature": feature}
     )
+
+
+def ask(sdk: openai.OpenAI, model: str, times: int) -> list[ChatCompletion]:
+    """`times` plain chat calls saying hello to `model`."""
+    return [
+        sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "hello"}])
+        for _ in range(times)
+    ]
 
 
 def events(broker: str, since: dict[int, int], feature: str, count: int) -> list[UsageEvent]:

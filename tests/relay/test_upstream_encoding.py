@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import openai
 import pytest
-import yaml
 
 from ingest.topics import USAGE_EVENTS
-from tests.relay.conftest import start_relay
-from tests.relay.test_relay_endpoints import events
+from tests.relay.conftest import start_relay_with_provider
+from tests.relay.test_relay_endpoints import ask, events, tagged
 from tests.support import end_offsets_by_partition
-from tokenops.settings import DEMO_CONFIG_DIR
 
 ANSWER = {
     "id": "chatcmpl-zipped",
@@ -79,34 +74,17 @@ def zipped_upstream() -> Iterator[str]:
 def test_a_compressed_answer_reaches_the_caller_decoded_and_is_metered(
     broker: str, tmp_path: Path, zipped_upstream: str
 ) -> None:
-    config = tmp_path / "config"
-    shutil.copytree(DEMO_CONFIG_DIR, config)
-    catalog = yaml.safe_load((config / "models.yaml").read_text())
-    catalog["providers"]["zipped"] = {
-        "base_url": zipped_upstream,
-        "api_key_env": "TOKENOPS_TEST_ZIPPED_KEY",
-    }
-    catalog["models"]["zipped-chat"] = [{"provider": "zipped", "model": "gpt-4o-mini"}]
-    (config / "models.yaml").write_text(yaml.safe_dump(catalog))
-    url, services = start_relay(
+    url, services = start_relay_with_provider(
         tmp_path,
-        {
-            "TOKENOPS_KAFKA_BOOTSTRAP": broker,
-            "TOKENOPS_CONFIG_DIR": str(config),
-            "TOKENOPS_SIMULATE": "auto",
-            "TOKENOPS_TEST_ZIPPED_KEY": "zipped-key",
-        },
+        broker,
+        "zipped",
+        zipped_upstream,
+        {"zipped-chat": [{"provider": "zipped", "model": "gpt-4o-mini"}]},
     )
     try:
         since = end_offsets_by_partition(broker, USAGE_EVENTS)
-        feature = f"f-{uuid.uuid4().hex[:8]}"
-        sdk = openai.OpenAI(
-            base_url=f"{url}/v1", api_key="sk-acme-demo", default_headers={"X-Feature": feature}
-        )
-        for _ in range(2):
-            answer = sdk.chat.completions.create(
-                model="zipped-chat", messages=[{"role": "user", "content": "hello"}]
-            )
+        feature, sdk = tagged(url)
+        for answer in ask(sdk, "zipped-chat", 2):
             assert answer.choices[0].message.content == "compressed hello"
         found = events(broker, since, feature, 2)
         for event in found:
