@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import fcntl
 import signal
+import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -52,18 +55,36 @@ def event_ids(bootstrap: str) -> list[str]:
     return [UsageEvent.from_wire(v).event_id for v in read_topic(bootstrap, USAGE_EVENTS)]
 
 
-def published_after_restart(
-    tmp_path: Path, bootstrap: str, sent: list[str], services: list[Service]
-) -> None:
-    """Start a relay on `tmp_path` against the (started) broker at `bootstrap` (its processes
-    join `services`, for the caller to stop) and check it publishes exactly the `sent` events
-    it finds spooled."""
-    ensure_topics(bootstrap)
-    relay, started = start_relay(tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap})
-    services.extend(started)
-    wait_until(lambda: ready(relay)["spool_depth"] == 0, 60, "the spool to drain")
-    wait_until(lambda: len(event_ids(bootstrap)) >= len(sent), 30, "the events on the topic")
-    assert sorted(event_ids(bootstrap)) == sorted(sent)
+@contextmanager
+def relay_before_its_broker(
+    tmp_path: Path, workers: int = 1
+) -> Iterator[tuple[str, list[Service], Callable[[list[str]], None]]]:
+    """A relay on `tmp_path` whose broker is not started yet (every event goes to the spool),
+    its processes, and the step that starts the broker and a fresh relay on the same spool and
+    checks that exactly the `sent` events get published. Everything is stopped on exit."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    env = {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap, "TOKENOPS_RELAY_WORKERS": str(workers)}
+    relay, services = start_relay(tmp_path, env)
+    brokers: list[subprocess.Popen[bytes]] = []
+
+    def published_after_restart(sent: list[str]) -> None:
+        brokers.append(start_embedded_broker(port))
+        ensure_topics(bootstrap)
+        restarted, started = start_relay(tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap})
+        services.extend(started)
+        wait_until(lambda: ready(restarted)["spool_depth"] == 0, 60, "the spool to drain")
+        wait_until(lambda: len(event_ids(bootstrap)) >= len(sent), 30, "the events on the topic")
+        assert sorted(event_ids(bootstrap)) == sorted(sent)
+
+    try:
+        yield relay, services, published_after_restart
+    finally:
+        for service in services:
+            service.stop()
+        for broker in brokers:
+            broker.terminate()
+            broker.wait(10)
 
 
 def test_a_60_second_broker_outage_under_traffic_loses_and_doubles_nothing(
@@ -115,24 +136,12 @@ def test_a_60_second_broker_outage_under_traffic_loses_and_doubles_nothing(
 def test_events_spooled_by_a_killed_relay_are_published_after_its_restart(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"  # nothing listens yet: every event goes to the spool
-    relay, services = start_relay(tmp_path, {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap})
-    broker = None
-    try:
+    with relay_before_its_broker(tmp_path) as (relay, services, published_after_restart):
         sent = [call(relay) for _ in range(25)]
         wait_until(lambda: ready(relay)["spool_depth"] == 25, 30, "25 spooled events")
         assert services[0].stop(signal.SIGKILL) == -signal.SIGKILL
         services[1].stop()
-
-        broker = start_embedded_broker(port)
-        published_after_restart(tmp_path, bootstrap, sent, services)
-    finally:
-        for service in services:
-            service.stop()
-        if broker is not None:
-            broker.terminate()
-            broker.wait(10)
+        published_after_restart(sent)
 
 
 def test_an_upstream_timeout_is_a_504_and_one_timeout_event(broker: str, tmp_path: Path) -> None:
@@ -172,12 +181,7 @@ def spool_depth_on_disk(spool: Path) -> int:
 def test_two_workers_share_the_port_and_one_relay_later_publishes_what_both_spooled(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"  # nothing listens yet: every event goes to the spool
-    env = {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap, "TOKENOPS_RELAY_WORKERS": "2"}
-    relay, services = start_relay(tmp_path, env)
-    broker = None
-    try:
+    with relay_before_its_broker(tmp_path, workers=2) as (relay, services, published_after_restart):
         sent = [call(relay) for _ in range(30)]
         status = ready(relay)
         assert status["workers"] == 2 and status["worker"] in (0, 1)
@@ -192,25 +196,14 @@ def test_two_workers_share_the_port_and_one_relay_later_publishes_what_both_spoo
         wait_until(lambda: spool_depth_on_disk(tmp_path / "spool") == 30, 30, "30 spooled")
         for service in services:
             service.stop()
-
-        broker = start_embedded_broker(port)
-        published_after_restart(tmp_path, bootstrap, sent, services)
+        published_after_restart(sent)
         assert spool_depth_on_disk(tmp_path / "spool") == 0
-    finally:
-        for service in services:
-            service.stop()
-        if broker is not None:
-            broker.terminate()
-            broker.wait(10)
 
 
 def test_workers_whose_relay_parent_is_killed_stop_and_spool_what_they_hold(
     tmp_path: Path,
 ) -> None:
-    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens: events stay in the spool
-    env = {"TOKENOPS_KAFKA_BOOTSTRAP": bootstrap, "TOKENOPS_RELAY_WORKERS": "2"}
-    relay, services = start_relay(tmp_path, env)
-    try:
+    with relay_before_its_broker(tmp_path, workers=2) as (relay, services, _):
         sent = [call(relay) for _ in range(10)]
         host, _, port = relay.removeprefix("http://").partition(":")
         assert services[0].stop(signal.SIGKILL) == -signal.SIGKILL  # the parent only
@@ -223,9 +216,6 @@ def test_workers_whose_relay_parent_is_killed_stop_and_spool_what_they_hold(
         )
         assert spool_depth_on_disk(tmp_path / "spool") == len(sent)
         assert "parent process" in (tmp_path / "relay.log").read_text()
-    finally:
-        for service in services:
-            service.stop()
 
 
 def _unlocked(lock: Path) -> bool:
