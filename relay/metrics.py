@@ -100,8 +100,8 @@ class RelayMetrics:
     def registry(self) -> CollectorRegistry:
         """What a scrape reads: this process, or every live worker's shared files."""
         self.refresh()
-        if self._own is not None or self.shared is None:
-            assert self._own is not None
+        if self.shared is None:
+            assert self._own is not None  # one process registers in memory
             return self._own
         forget_dead_workers(self.shared)
         combined = CollectorRegistry()

@@ -26,8 +26,9 @@ class Relay:
     catalog: ModelCatalog
     tenants: TenantDirectory
     upstream: httpx.AsyncBaseTransport
-    """Where calls go: a transport, not a client. A proxy needs none of a client's extras, and
-    a client's cookie jar would carry one tenant's upstream cookies into another's calls."""
+    """Where calls go: a transport, not an httpx client, whose extras a proxy does not need
+    (its request building cost more than the rest of a call). It keeps no cookies, which would
+    carry one tenant's upstream cookies into another's calls."""
     publisher: UsagePublisher
     breakers: CircuitBreakers
     gate: BudgetGate

@@ -8,7 +8,8 @@ The response body is streamed and the aiohttp response is released in `aclose`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import aiohttp
 import httpx
@@ -19,22 +20,24 @@ class _AiohttpBody(httpx.AsyncByteStream):
         self._response = response
         self._request = request
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """aiohttp's read errors as httpx's."""
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            yield
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise httpx.ReadTimeout(str(exc) or "read timeout", request=self._request) from exc
         except aiohttp.ClientError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
 
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with self._reading():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
     async def read(self) -> bytes:
-        try:
+        with self._reading():
             return await self._response.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timeout", request=self._request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
 
     async def aclose(self) -> None:
         self._response.release()
