@@ -25,6 +25,10 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tokenops.processes import children, cpu_seconds  # noqa: E402
+
 LITELLM_KEY = "sk-bench-" + "0" * 32  # the proxy refuses to start without a master key
 BODY = {
     "model": "gpt-4o-mini",
@@ -48,19 +52,6 @@ def wait(url: str) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its direct children (the relay's workers)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(p) for p in (task / "children").read_text().split()]
-    total = 0
-    for p in pids:
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
 
 
 def published(relay: str) -> float:
@@ -186,13 +177,13 @@ def main() -> None:
             wrk(f"{base}/v1/chat/completions", key, 4, 2, work)  # warm up
             if base == relay:
                 time.sleep(1.5)  # every worker's counters are refreshed once a second
-                cpu, calls = cpu_seconds(relay_pid), published(relay)
+                cpu, calls = cpu_seconds([relay_pid, *children(relay_pid)]), published(relay)
             results[name] = {
                 "c1": wrk(f"{base}/v1/chat/completions", key, 1, args.seconds, work),
                 "c32": wrk(f"{base}/v1/chat/completions", key, 32, args.seconds, work),
             }
             if base == relay:
-                cpu = cpu_seconds(relay_pid) - cpu
+                cpu = cpu_seconds([relay_pid, *children(relay_pid)]) - cpu
                 time.sleep(1.5)
                 calls = published(relay) - calls
         time.sleep(1.5)  # every worker's gauges are refreshed once a second

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -40,6 +39,7 @@ from ingest.topics import ALERTS, BUDGET_STATE, USAGE_EVENTS  # noqa: E402
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id  # noqa: E402
 from tests.support import Service, free_port  # noqa: E402
 from tokenops.broker import ensure_topics, start_embedded_broker  # noqa: E402
+from tokenops.processes import cpu_seconds  # noqa: E402
 
 MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("deepseek", "deepseek-chat")]
 TENANTS = ["acme", "globex", "initech"]
@@ -69,15 +69,6 @@ def end_offset(bootstrap: str, topic: str) -> int:
         return sum(consumer.end_offsets(parts).values())
     finally:
         consumer.close()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time (user + system) the processes used so far."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 class LedgerProgress:
