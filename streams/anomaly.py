@@ -91,7 +91,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -471,6 +471,9 @@ class _Finding:
     """Change in USD per minute against the baseline's average."""
     headline: str
     detail: dict[str, Any]
+    parts: tuple[str, ...] = ()
+    """The parts of the cost decomposition this signal is about (e.g. the token classes of the
+    group whose tokens per request grew); none when the signal is cost itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -898,6 +901,7 @@ class AnomalyDetector:
             return None
         classes: list[dict[str, str]] = []
         opened, excess, headline = False, 0.0, ""
+        headline_parts: tuple[str, ...] = ()
         for group, indices in _TOKEN_GROUPS.items():
             usual = sum(base.total.tokens[i] for i in indices) / base.total.ok
             current = sum(window.tokens[i] for i in indices) / window.ok
@@ -916,6 +920,7 @@ class AnomalyDetector:
             if (opens and not opened) or not headline:
                 shown = f"{ratio:.1f}x" if usual else "from 0"
                 headline = f"{group} tokens per request {shown} its usual level"
+                headline_parts = tuple(f"tokens_per_request.{TOKEN_CLASSES[i]}" for i in indices)
             opened = opened or opens
             excess += grown * window.ok * 60 / view.seconds
             classes.append(
@@ -936,6 +941,7 @@ class AnomalyDetector:
             self._cost_excess(view),
             headline,
             {"classes": classes},
+            headline_parts,
         )
 
     def _cache_hit_drop(self, view: _View, least: _Evidence) -> _Finding | None:
@@ -960,6 +966,7 @@ class AnomalyDetector:
             self._cost_excess(view),
             f"cache hit rate {usual:.0%} -> {current:.0%}",
             {"baseline": f"{usual:.4f}", "current": f"{current:.4f}", "z": f"{z:.1f}"},
+            ("tokens_per_request.input_uncached", "tokens_per_request.cache_read"),
         )
 
     def _model_mix_shift(self, view: _View, least: _Evidence) -> _Finding | None:
@@ -1000,6 +1007,7 @@ class AnomalyDetector:
             f"model mix shifted {current:.0%} ({grown} {usual.get(grown, 0):.0%} -> "
             f"{now_shares[grown]:.0%})",
             {"distance": f"{current:.4f}", "z": f"{z:.1f}"},
+            ("model_mix",),
         )
 
     def _share_jump(
@@ -1038,6 +1046,7 @@ class AnomalyDetector:
             self._cost_excess(view),
             f"{label} {usual:.0%} -> {current:.0%}",
             {"baseline": f"{usual:.4f}", "current": f"{current:.4f}", "z": f"{z:.1f}"},
+            ("errors",) if kind == "error_storm" else ("model_mix",),
         )
 
     def _silent_fallback(self, view: _View, least: _Evidence) -> _Finding | None:
@@ -1291,11 +1300,10 @@ class AnomalyDetector:
                 finding.headline if finding else _profile_headline(episode.kind, baseline, current)
             )
             headline = f"{what}, {shown}" if shown and episode.kind != "spend_spike" else what
-            part, words = change.driver(baseline, current)
-            biggest = "increase" if _parts_of(change)[part] > 0 else "change"
             message = (
                 f"{label}: {headline}; cost per minute {ratio} baseline "
-                f"({_signed_usd(change.total)}/min); biggest {biggest}: {words}"
+                f"({_signed_usd(change.total)}/min); "
+                + change.cause(baseline, current, finding.parts if finding else ())
             )
         else:
             lasted = _duration_text(frame.now - episode.started)
@@ -1498,9 +1506,31 @@ class _Change:
             "price": _text(self.price),
         }
 
+    def cause(self, baseline: _Profile, current: _Profile, signal: Sequence[str]) -> str:
+        """The change's cause in words: the part of the paging signal that raised cost most
+        (a page for input tokens names input tokens, even when output, 4x the price per token,
+        happened to rise more in USD in a small window), else the part that raised cost most
+        (or, when cost did not rise, moved it most)."""
+        parts = _parts_of(self)
+        rises = [name for name in signal if parts[name] > 0]
+        if rises:
+            part = max(rises, key=lambda n: parts[n])
+            words = self._words(baseline, current)[part]
+            return f"of which {words}: {_signed_usd(parts[part])}/min"
+        part, words = self.driver(baseline, current)
+        return f"biggest {'increase' if parts[part] > 0 else 'change'}: {words}"
+
     def driver(self, baseline: _Profile, current: _Profile) -> tuple[str, str]:
         """The part that raised cost most (or, when cost did not rise, moved it most): its name
         in the decomposition and in words."""
+        parts = _parts_of(self)
+        rises = [name for name, part in parts.items() if part > 0] if self.total > 0 else []
+        name = max(rises or parts, key=lambda n: abs(parts[n]))
+        return name, self._words(baseline, current)[name]
+
+    @staticmethod
+    def _words(baseline: _Profile, current: _Profile) -> dict[str, str]:
+        """Each part of the decomposition in words, with its factor's ratio where it has one."""
         volume = _ratio_of(current.requests * baseline.seconds, baseline.requests * current.seconds)
         words = {
             "volume": f"call volume (x{volume})",
@@ -1517,10 +1547,7 @@ class _Change:
             words[f"tokens_per_request.{name}"] = (
                 f"{name.replace('_', ' ')} tokens per request (x{ratio})"
             )
-        parts = _parts_of(self)
-        rises = [name for name, part in parts.items() if part > 0] if self.total > 0 else []
-        name = max(rises or parts, key=lambda n: abs(parts[n]))
-        return name, words[name]
+        return words
 
 
 def _parts_of(change: _Change) -> dict[str, Decimal]:

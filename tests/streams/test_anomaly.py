@@ -333,6 +333,23 @@ def test_output_bloat_is_context_bloat_of_the_output_class() -> None:
     assert biggest_increase(page) == "tokens_per_request.output"
 
 
+def test_the_message_names_the_signal_that_paged_not_a_pricier_class() -> None:
+    # Input triples while output grows 1.7x: output costs 4x as much per token, so it adds more
+    # USD per minute. The page is about input tokens, and so must its message be.
+    sim = Simulation(Stream("acme", "chat", rate=6.0, input_tokens=1000, output_tokens=1000))
+    sim.run(WARM_UP_S)
+    spike = sim.change(0, input_tokens=3000, output_tokens=1700)
+    sim.run(60)
+    page = one_page(sim, spike)
+    assert explanation(page)["anomaly"] == "context_bloat"
+    assert biggest_increase(page) == "tokens_per_request.output"
+    assert "context bloat, input tokens per request" in page.message
+    cause = page.message.rsplit("; ", 1)[1]
+    assert cause.startswith("of which input uncached tokens per request (x"), page.message
+    added = Decimal(cause.rsplit("+$", 1)[1].removesuffix("/min"))
+    assert abs(added - parts(page)["tokens_per_request.input_uncached"]) <= Decimal("0.005")
+
+
 def test_a_cache_hit_drop_shows_uncached_input_replacing_cache_reads() -> None:
     sim = Simulation(Stream("acme", "search", rate=6.0, cache_hit=0.8))
     sim.run(WARM_UP_S)
