@@ -6,6 +6,7 @@ from typing import Any
 
 import aiokafka
 import faust
+import mode.loop
 
 from streams.app import create_app
 from tokenops.broker import require_broker
@@ -28,6 +29,9 @@ class PromptConsumer(aiokafka.AIOKafkaConsumer):
 
 def run_worker(settings: Settings) -> None:
     require_broker(settings.bootstrap)
+    # uvloop runs the loop's own work (callbacks, futures, tasks, sockets) in C: the agent's
+    # per-event machinery is mostly that, so a worker takes more events per core.
+    mode.loop.use("uvloop")
     aiokafka.AIOKafkaConsumer = PromptConsumer  # faust reads it when it builds its consumer
     app = create_app(settings)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
