@@ -1,5 +1,7 @@
 """Relay overhead: the simulated provider called directly vs through the relay (metering on,
-events published to a real broker), with wrk as the load generator.
+events published to a real broker), with wrk as the load generator. A bare proxy on the same
+server and client stack (bench/bare_proxy.py: no validation, metering or events) is measured
+too: the floor under any relay built on that stack.
 
     python bench/relay_overhead.py [--seconds 10]
 
@@ -133,19 +135,36 @@ def main() -> None:
     }
     started = []
     try:
-        for command in ("broker", "simulator", "relay"):
-            log = (work / f"{command}.log").open("wb")
-            cmd = [sys.executable, "-m", "tokenops", command]
-            if command == "broker":
+        for service in ("broker", "simulator", "relay"):
+            log = (work / f"{service}.log").open("wb")
+            cmd = [sys.executable, "-m", "tokenops", service]
+            if service == "broker":
                 cmd += ["--port", str(ports["broker"])]
             started.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=REPO))
-            if command == "broker":
+            if service == "broker":
                 time.sleep(2)
         direct = f"http://127.0.0.1:{ports['simulator']}"
         relay = f"http://127.0.0.1:{ports['relay']}"
         wait(f"{direct}/healthz")
         wait(f"{relay}/healthz")
-        paths = [("direct to simulator", direct, None), ("through relay", relay, "sk-acme-demo")]
+        bare_port = free_port()
+        log = (work / "bare_proxy.log").open("wb")
+        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(REPO / "bench")]
+        command += ["bare_proxy:app", "--host", "127.0.0.1", "--port", str(bare_port)]
+        command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+        command += ["--log-level", "warning"]
+        started.append(
+            subprocess.Popen(
+                command, env={**env, "UPSTREAM": f"{direct}/openai"}, stdout=log, stderr=log
+            )
+        )
+        bare = f"http://127.0.0.1:{bare_port}"
+        wait(f"{bare}/healthz")
+        paths = [
+            ("direct to simulator", direct, None),
+            ("bare proxy (floor)", bare, None),
+            ("through relay", relay, "sk-acme-demo"),
+        ]
         if Path(args.litellm).exists():
             litellm_port = free_port()
             config = work / "litellm.yaml"
@@ -172,7 +191,7 @@ def main() -> None:
         else:
             print(f"LiteLLM not measured: {args.litellm} not found (make bench installs it)")
         results = {}
-        relay_pid = started[2].pid
+        relay_pid = started[2].pid  # broker, simulator, relay, then the others
         for name, base, key in paths:
             wrk(f"{base}/v1/chat/completions", key, 4, 2, work)  # warm up
             if base == relay:
@@ -206,6 +225,12 @@ def main() -> None:
         d, t = results["direct to simulator"]["c1"], results["through relay"]["c1"]
         p50, p99 = t["p50"] - d["p50"], t["p99"] - d["p99"]
         print(f"added latency at c1: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        b = results["bare proxy (floor)"]["c1"]
+        print(
+            f"added by the bare proxy (same server and client, nothing else): p50 "
+            f"{b['p50'] - d['p50']:.2f} ms, p99 {b['p99'] - d['p99']:.2f} ms; the relay's own "
+            f"work on top: p50 {t['p50'] - b['p50']:.2f} ms"
+        )
         # CPU per call holds still on a busy machine, where the latencies above do not
         print(f"relay CPU per call: {cpu / calls * 1e6:.0f} us ({calls:.0f} calls)")
         if "through LiteLLM proxy" in results:
