@@ -56,12 +56,17 @@ def wait(url: str) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def published(relay: str) -> float:
+PUBLISHED = "tokenops_relay_events_published_total"
+SPOOL_DEPTH = "tokenops_relay_spool_depth"
+
+
+def metric(relay: str, name: str) -> float:
+    """A metric of the relay summed over its labels (and workers)."""
     metrics = httpx.get(f"{relay}/metrics").text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.split("{")[0].split(" ")[0] == "tokenops_relay_events_published_total"
+        if line.split("{")[0].split(" ")[0] == name
     )
 
 
@@ -196,7 +201,8 @@ def main() -> None:
             wrk(f"{base}/v1/chat/completions", key, 4, 2, work)  # warm up
             if base == relay:
                 time.sleep(1.5)  # every worker's counters are refreshed once a second
-                cpu, calls = cpu_seconds([relay_pid, *children(relay_pid)]), published(relay)
+                cpu = cpu_seconds([relay_pid, *children(relay_pid)])
+                calls = metric(relay, PUBLISHED)
             results[name] = {
                 "c1": wrk(f"{base}/v1/chat/completions", key, 1, args.seconds, work),
                 "c32": wrk(f"{base}/v1/chat/completions", key, 32, args.seconds, work),
@@ -204,17 +210,9 @@ def main() -> None:
             if base == relay:
                 cpu = cpu_seconds([relay_pid, *children(relay_pid)]) - cpu
                 time.sleep(1.5)
-                calls = published(relay) - calls
+                calls = metric(relay, PUBLISHED) - calls
         time.sleep(1.5)  # every worker's gauges are refreshed once a second
-        metrics = httpx.get(f"{relay}/metrics").text
-        totals = {
-            name: sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in metrics.splitlines()
-                if line.split("{")[0].split(" ")[0] == name
-            )
-            for name in ("tokenops_relay_events_published_total", "tokenops_relay_spool_depth")
-        }
+        totals = {name: metric(relay, name) for name in (PUBLISHED, SPOOL_DEPTH)}
         header = ("path", "c1 p50 ms", "c1 p99 ms", "c1 req/s", "c32 req/s", "errors")
         print(f"{header[0]:22} " + " ".join(f"{h:>10}" for h in header[1:]))
         for name, r in results.items():
@@ -239,8 +237,8 @@ def main() -> None:
             print(f"relay throughput at c32: {ratio:.1f}x the LiteLLM proxy's")
         print(
             f"relay workers: {args.workers}; events published by the relay: "
-            f"{totals['tokenops_relay_events_published_total']:.0f} "
-            f"(waiting in the spool: {totals['tokenops_relay_spool_depth']:.0f})"
+            f"{totals[PUBLISHED]:.0f} "
+            f"(waiting in the spool: {totals[SPOOL_DEPTH]:.0f})"
         )
     finally:
         for process in reversed(started):
