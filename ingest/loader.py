@@ -120,6 +120,12 @@ def dead_letter(q: Quarantined) -> bytes:
     ).encode()
 
 
+MAX_RECORDS = 250_000
+"""The largest micro-batch: a backlog (a restart, a replay) loads in batches this big, which
+DuckDB writes straight to row groups of the file (122,880 rows each) instead of through its
+write-ahead log; live traffic arrives in the batches one poll returns (at most a second's)."""
+
+
 class WarehouseLoader:
     def __init__(
         self,
@@ -128,7 +134,7 @@ class WarehouseLoader:
         pricer: Pricer,
         checks: CallChecks | None = None,
         *,
-        max_records: int = 100_000,
+        max_records: int = MAX_RECORDS,
     ) -> None:
         self._bootstrap = bootstrap
         self._store = store

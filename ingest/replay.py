@@ -32,8 +32,13 @@ class ReplayProgress:
 
 
 async def replay(
-    bootstrap: str, loader: WarehouseLoader, batch: int = 5_000, idle_timeout_s: float = 10.0
+    bootstrap: str,
+    loader: WarehouseLoader,
+    batch: int | None = None,
+    idle_timeout_s: float = 10.0,
 ) -> ReplayProgress:
+    """`batch`: records per load (default: the loader's largest micro-batch)."""
+    batch = batch or loader.max_records
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,

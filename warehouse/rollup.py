@@ -2,9 +2,10 @@
 
 Every cost question sums the same measures over calls. `cost_facts(start, end)` answers them
 from the rollup for the whole UTC days inside [start, end) and from `call_costs` only for the
-partial days at the edges, with the same columns either way (one row per call there, one row per
-day and attribution here), so a query over a month of ten million calls reads a few hundred
-thousand rollup rows. Sums are exact DECIMALs, as in `calls`.
+partial days at the edges, with the same columns either way (one row per call there, rows of
+sums per day and attribution here), so a query over a month of ten million calls reads a few
+hundred thousand rollup rows. Sums are exact DECIMALs, as in `calls`. A key may hold several
+rows (partial sums appended by successive loads) until `compact` merges them; readers always sum.
 """
 
 from __future__ import annotations
@@ -56,16 +57,65 @@ def rollup_select(source: str, cost: str, status: str) -> str:
     """
 
 
-def upsert(select: str) -> str:
-    """Add `select`'s rollup rows to `daily_costs`, summing into rows that exist."""
-    updates = ", ".join(f"{m} = daily_costs.{m} + excluded.{m}" for m in MEASURES)
-    return f"INSERT INTO daily_costs BY NAME {select} ON CONFLICT DO UPDATE SET {updates}"
+KEY = (
+    "day",
+    "tenant",
+    "feature",
+    "prompt_version",
+    "requested_model",
+    "served_model",
+    "provider",
+    "endpoint",
+    "outcome",
+    "fallback",
+)
+"""What a rollup row sums over; after `compact` each key has one row per day."""
 
 
-NEW_CALLS = upsert(rollup_select("new_calls", "CAST(cost_usd AS DECIMAL(38, 18))", "price_status"))
+def append(select: str) -> str:
+    """Append `select`'s rollup rows (partial sums) to `daily_costs`. Every reader sums the
+    rollup, so a key may hold several rows until `compact` merges them; appending costs a
+    fraction of keeping one row per key on every write."""
+    return f"INSERT INTO daily_costs BY NAME {select}"
+
+
+def compact(cur: duckdb.DuckDBPyConnection, days: Sequence[date] | None = None) -> int:
+    """Merge the rows of each key into one on `days` (None: every day that has a key with
+    several rows), in the caller's transaction; the sums are unchanged. Returns the rows
+    removed."""
+    keys = ", ".join(KEY)
+    if days is None:
+        days = [
+            r[0]
+            for r in cur.execute(
+                f"SELECT DISTINCT day FROM (SELECT {keys} FROM daily_costs GROUP BY ALL "
+                "HAVING count(*) > 1)"
+            ).fetchall()
+        ]
+    if not days:
+        return 0
+    params = {"days": sorted(days)}
+    where = "WHERE list_contains(CAST($days AS DATE[]), day)"
+    sums = ", ".join(f"sum({m}) AS {m}" for m in MEASURES)
+    cur.execute(
+        f"CREATE OR REPLACE TEMP TABLE rollup_merged AS "
+        f"SELECT {keys}, {sums} FROM daily_costs {where} GROUP BY ALL",
+        params,
+    )
+    try:
+        before = cur.execute(f"DELETE FROM daily_costs {where}", params).fetchone()
+        after = cur.execute(
+            "INSERT INTO daily_costs BY NAME SELECT * FROM rollup_merged"
+        ).fetchone()
+    finally:
+        cur.execute("DROP TABLE rollup_merged")
+    return (before[0] if before else 0) - (after[0] if after else 0)
+
+
+NEW_CALLS = append(rollup_select("new_calls", "CAST(cost_usd AS DECIMAL(38, 18))", "price_status"))
 """For a registered frame `new_calls` of call rows just inserted (money as decimal strings)."""
 
-CORRECTIONS = upsert(
+CORRECTIONS = append(
     """
     SELECT CAST(c.event_time AT TIME ZONE 'UTC' AS DATE) AS day, c.tenant,
            coalesce(c.feature, '') AS feature, coalesce(c.prompt_version, '') AS prompt_version,

@@ -1,6 +1,9 @@
 -- One row per metered model call; columns mirror ingest.usage_event.UsageEvent (a test checks it).
+-- event_id is the table's key. The store, its only writer, keeps it unique (every insert skips
+-- the ids already present, in the same transaction) instead of a DuckDB PRIMARY KEY constraint:
+-- the constraint's index made the bulk write several times slower and grows with the table.
 CREATE TABLE IF NOT EXISTS calls (
-    event_id               VARCHAR PRIMARY KEY,
+    event_id               VARCHAR NOT NULL,
     schema_version         INTEGER NOT NULL,
     event_time             TIMESTAMPTZ NOT NULL,
     tenant                 VARCHAR NOT NULL,
@@ -178,8 +181,10 @@ FROM calls WHERE prompt_version IS NOT NULL GROUP BY ALL;
 
 -- The sums every cost question aggregates, per UTC day and attribution, so that dashboards read
 -- a table a small fraction the size of `calls`. The store keeps it in the same transaction as
--- the calls and corrections it sums (effective cost: corrections included); nullable
--- attribution is stored as '' (a primary key cannot hold NULL) and read back as NULL.
+-- the calls and corrections it sums (effective cost: corrections included). Each write appends
+-- its partial sums; the store merges them into one row per key (warehouse.rollup.KEY) and day
+-- now and then, and every reader sums. Nullable attribution is stored as '' (one key for it) and
+-- read back as NULL.
 CREATE TABLE IF NOT EXISTS daily_costs (
     day                    DATE NOT NULL,
     tenant                 VARCHAR NOT NULL,
@@ -201,7 +206,5 @@ CREATE TABLE IF NOT EXISTS daily_costs (
     reasoning_tokens       BIGINT NOT NULL,
     latency_ms_sum         BIGINT NOT NULL,
     cost_usd               DECIMAL(38, 18) NOT NULL,
-    cache_savings_usd      DECIMAL(38, 18) NOT NULL,
-    PRIMARY KEY (day, tenant, feature, prompt_version, requested_model, served_model, provider,
-                 endpoint, outcome, fallback)
+    cache_savings_usd      DECIMAL(38, 18) NOT NULL
 );

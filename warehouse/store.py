@@ -1,8 +1,11 @@
 """The DuckDB store: set-based, idempotent loads and read-only queries on cursors.
 
 One process owns the file (DuckDB takes an exclusive lock); a second writer gets WarehouseLocked
-naming the holder. Loads are `INSERT OR IGNORE ... BY NAME` from a DataFrame, so a redelivered
-event (same event_id) is skipped and counted as a duplicate.
+naming the holder. Loads are set-based `INSERT ... BY NAME` from Arrow tables or DataFrames of
+only the rows whose key the table does not hold yet, so a redelivered event (same event_id) is
+skipped and counted as a duplicate. The two big tables, `calls` and the daily rollup, carry no
+DuckDB key constraint: the store is their only writer and keeps `event_id` unique itself, and
+appends partial sums to the rollup that it merges now and then (see `compact_rollup`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,11 @@ class WarehouseLocked(WarehouseError):
 SCHEMA = Path(__file__).with_name("schema.sql")
 ECONOMICS = Path(__file__).with_name("economics.sql")
 TOKEN_COLUMNS = {name: f"{name}_tokens" for name in TokenCounts.model_fields}
+KEYLESS = ("calls", "daily_costs")
+"""Tables that files written by earlier versions keyed with a DuckDB PRIMARY KEY; opening such a
+file moves their rows into the keyless tables once."""
+ROLLUP_SLACK = 200_000
+"""Rollup rows appended since the last merge that make the store merge the days they touched."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,18 @@ def _per_origin(table: pa.Table) -> dict[tuple[str, int, datetime], int]:
     }
 
 
+def _present_ids(cur: duckdb.DuckDBPyConnection, offered: str) -> pa.Array:
+    """The event ids of the registered relation `offered` that `calls` already holds. Time-ordered
+    ids (UUIDv7, as the relay writes them) let DuckDB skip every row group whose id range misses
+    the batch's, so this reads little of a large table."""
+    return (
+        cur.sql(f"SELECT event_id FROM calls WHERE event_id IN (SELECT event_id FROM {offered})")
+        .to_arrow_table()
+        .column("event_id")
+        .combine_chunks()
+    )
+
+
 def owner_path(path: Path) -> Path:
     """Beside the DuckDB file: who holds it open for writing (pid, role, since)."""
     return path.with_name(path.name + ".owner")
@@ -228,14 +248,43 @@ class WarehouseStore:
                 "tokenops allows one writer: query it through that process's API, or stop it "
                 "first"
             ) from None
-        self._con.execute(SCHEMA.read_text())
-        self._con.execute(ECONOMICS.read_text())
         self._write_lock = threading.Lock()
+        self._rollup_appended = 0
+        self._rollup_days: set[date] = set()
+        self._create_schema()
         self.path = path
         self._fill_rollup()
+        self.compact_rollup(None)
         owner_path(path).write_text(
             json.dumps({"pid": os.getpid(), "role": role, "since": datetime.now(UTC).isoformat()})
         )
+
+    def _create_schema(self) -> None:
+        """Create what is missing; a file whose `calls` or rollup still has a PRIMARY KEY has
+        its rows moved into the keyless table (one transaction)."""
+        con = self._con
+        keyed = [
+            r[0]
+            for r in con.execute(
+                """SELECT table_name FROM duckdb_constraints()
+                   WHERE constraint_type = 'PRIMARY KEY' AND schema_name = 'main'
+                     AND list_contains(CAST($tables AS VARCHAR[]), table_name)""",
+                {"tables": list(KEYLESS)},
+            ).fetchall()
+        ]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in keyed:
+                con.execute(f"ALTER TABLE {table} RENAME TO {table}_keyed")
+            con.execute(SCHEMA.read_text())
+            con.execute(ECONOMICS.read_text())
+            for table in keyed:
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {table}_keyed")
+                con.execute(f"DROP TABLE {table}_keyed")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._con.close()
@@ -304,10 +353,7 @@ class WarehouseStore:
             try:
                 table_loaded = self._insert_call_table(cur, batch.call_table, now, tallies)
                 rows = {e.event_id: call_row(e, now, saved) for e, saved, _ in batch.calls}
-                new_calls = self._insert_new(cur, "calls", "event_id", list(rows.values()))
-                if new_calls:
-                    inserted = [row for key, row in rows.items() if key in new_calls]
-                    self._run_on(cur, "new_calls", inserted, rollup.NEW_CALLS)
+                new_calls = self._insert_new_calls(cur, rows)
                 alert_rows = {a.alert_id: alert_row(a, now) for a, _ in batch.alerts}
                 new_alerts = self._insert_new(cur, "alerts", "alert_id", list(alert_rows.values()))
                 delivery_rows = {d.delivery_id: delivery_row(d, now) for d, _ in batch.deliveries}
@@ -351,6 +397,7 @@ class WarehouseStore:
             except Exception:
                 cur.execute("ROLLBACK")
                 raise
+            self._compact_when_due(cur)
         table_rows = 0 if batch.call_table is None else batch.call_table.num_rows
         return BatchResult(
             calls_loaded=calls_loaded,
@@ -361,8 +408,8 @@ class WarehouseStore:
             tallies=dict(tallies),
         )
 
-    @staticmethod
     def _insert_call_table(
+        self,
         cur: duckdb.DuckDBPyConnection,
         table: pa.Table | None,
         now: datetime,
@@ -370,29 +417,29 @@ class WarehouseStore:
     ) -> int:
         """INSERT OR IGNORE a batch's columnar calls (of an event id repeated within the batch,
         the first is the one offered); add the new ones to the rollup and every row to
-        `tallies`. Returns how many were new."""
+        `tallies`. Returns how many were new. Batches of a row group or more (122,880 rows) are
+        written to the file as they are inserted rather than through the write-ahead log."""
         if table is None or not table.num_rows:
             return 0
         repeated = table.column("event_id").to_pandas().duplicated().to_numpy()
         offered = table.filter(pa.array(~repeated)) if repeated.any() else table
         cur.register("offered", offered)
         try:
-            new_ids = cur.execute(
-                """INSERT OR IGNORE INTO calls BY NAME
-                   SELECT * EXCLUDE (position, origin_topic, origin_partition, origin_hour),
-                          $now AS loaded_at
-                   FROM offered RETURNING event_id""",
-                {"now": now},
-            ).fetchnumpy()["event_id"]
+            present = _present_ids(cur, "offered")
             fresh = (
                 offered
-                if len(new_ids) == offered.num_rows
-                else offered.filter(
-                    pc.is_in(offered.column("event_id"), pa.array(new_ids, pa.string()))
-                )
+                if not len(present)
+                else offered.filter(pc.invert(pc.is_in(offered.column("event_id"), present)))
             )
             cur.register("new_calls", fresh)
-            cur.execute(rollup.NEW_CALLS)
+            cur.execute(
+                """INSERT INTO calls BY NAME
+                   SELECT * EXCLUDE (position, origin_topic, origin_partition, origin_hour),
+                          $now AS loaded_at
+                   FROM new_calls""",
+                {"now": now},
+            )
+            self._append_rollup(cur, rollup.NEW_CALLS, "new_calls")
         finally:
             cur.unregister("offered")
             cur.unregister("new_calls")
@@ -403,7 +450,65 @@ class WarehouseStore:
         for key, count in _per_origin(fresh).items():
             tallies[key].loaded += count
             tallies[key].duplicates -= count
-        return len(new_ids)
+        return fresh.num_rows
+
+    def _insert_new_calls(
+        self, cur: duckdb.DuckDBPyConnection, rows: dict[str, dict[str, Any]]
+    ) -> set[str]:
+        """Insert the call rows (by event id) that `calls` does not hold yet and add them to
+        the rollup; their event ids."""
+        if not rows:
+            return set()
+        cur.register("offered_calls", pd.DataFrame.from_records(list(rows.values())))
+        try:
+            present = set(_present_ids(cur, "offered_calls").to_pylist())
+        finally:
+            cur.unregister("offered_calls")
+        fresh = [row for key, row in rows.items() if key not in present]
+        if fresh:
+            cur.register("new_calls", pd.DataFrame.from_records(fresh))
+            try:
+                cur.execute("INSERT INTO calls BY NAME SELECT * FROM new_calls")
+                self._append_rollup(cur, rollup.NEW_CALLS, "new_calls")
+            finally:
+                cur.unregister("new_calls")
+        return {row["event_id"] for row in fresh}
+
+    def _append_rollup(self, cur: duckdb.DuckDBPyConnection, sql: str, source: str) -> None:
+        """Run `sql`, which appends the rollup rows of the registered `source`, and note the
+        days it touched for the next merge."""
+        appended = cur.execute(sql).fetchone()
+        self._rollup_appended += appended[0] if appended else 0
+        self._rollup_days.update(
+            r[0]
+            for r in cur.execute(
+                f"SELECT DISTINCT CAST(event_time AT TIME ZONE 'UTC' AS DATE) FROM {source}"
+            ).fetchall()
+        )
+
+    def _compact_when_due(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """After a commit, under the write lock: merge the rollup's touched days once enough
+        partial rows piled up."""
+        if self._rollup_appended >= ROLLUP_SLACK:
+            self._compact(cur, sorted(self._rollup_days))
+
+    def _compact(self, cur: duckdb.DuckDBPyConnection, days: list[date] | None) -> int:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            removed = rollup.compact(cur, days)
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+        self._rollup_appended = 0
+        self._rollup_days.clear()
+        return removed
+
+    def compact_rollup(self, days: list[date] | None = None) -> int:
+        """Merge the rollup's partial sums into one row per key and day, on `days` (None: every
+        day that has a key with several rows). Sums are unchanged; returns the rows removed."""
+        with self._write_lock, self._con.cursor() as cur:
+            return self._compact(cur, days)
 
     @staticmethod
     def _run_on(
@@ -562,6 +667,7 @@ class WarehouseStore:
                 written = self._insert(cur, "corrections", rows)
                 if rows:
                     self._run_on(cur, "new_corrections", rows, rollup.CORRECTIONS)
+                    rollup.compact(cur)  # rare: merge wherever the deltas landed
                 self._insert(cur, "price_versions", [version_row(version, written, now)])
                 cur.execute("COMMIT")
             except Exception:

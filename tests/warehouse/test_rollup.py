@@ -13,7 +13,8 @@ import pytest
 from ingest.price_book import ClassRates, PriceBook, PriceVersion
 from ingest.pricing import Pricer
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
-from warehouse import queries
+from warehouse import queries, rollup
+from warehouse import store as store_module
 from warehouse.store import WarehouseStore
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
@@ -128,4 +129,64 @@ def test_the_rollup_equals_a_scan_of_every_call(tmp_path: Path, start, end) -> N
     store.rebuild_rollup()
     with store.cursor() as cur:
         assert cur.execute("SELECT * FROM daily_costs ORDER BY ALL").fetchall() == kept
+    store.close()
+
+
+def rollup_rows(store: WarehouseStore) -> tuple[int, int]:
+    """(rows, distinct keys) of the rollup."""
+    with store.cursor() as cur:
+        found = cur.execute(
+            f"SELECT count(*), count(DISTINCT ({', '.join(rollup.KEY)})) FROM daily_costs"
+        ).fetchone()
+    assert found is not None
+    return found[0], found[1]
+
+
+def test_partial_sums_pile_up_and_merge_without_changing_any_answer(tmp_path: Path) -> None:
+    store = WarehouseStore(tmp_path / "warehouse.duckdb")
+    pricer = Pricer(PriceBook())
+    events = [pricer.price_event(e) for e in calls(600)]
+    for i in range(0, 600, 50):  # twelve small batches, as live traffic loads them
+        store.load(events[i : i + 50], [], [])
+    rows, keys = rollup_rows(store)
+    assert rows > keys  # the same key got rows from several batches
+    before = {r: from_rollup(store, *r) for r in RANGES}
+    assert store.compact_rollup() == rows - keys
+    assert rollup_rows(store) == (keys, keys)
+    assert {r: from_rollup(store, *r) for r in RANGES} == before
+    assert before[(None, None)] == scanned(store, None, None)
+    store.close()
+
+
+def test_the_store_merges_the_days_it_touched_once_enough_rows_piled_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "ROLLUP_SLACK", 40)
+    store = WarehouseStore(tmp_path / "warehouse.duckdb")
+    pricer = Pricer(PriceBook())
+    events = [pricer.price_event(e) for e in calls(400)]
+    merged_at = []
+    for i in range(0, 400, 20):
+        store.load(events[i : i + 20], [], [])
+        rows, keys = rollup_rows(store)
+        if rows == keys:
+            merged_at.append(i)
+    assert len(merged_at) >= 3  # merged again and again, not only once
+    assert from_rollup(store, None, None) == scanned(store, None, None)
+    store.close()
+
+
+def test_reopening_merges_what_a_stop_left_unmerged(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    store = WarehouseStore(path)
+    pricer = Pricer(PriceBook())
+    events = [pricer.price_event(e) for e in calls(300)]
+    for i in range(0, 300, 30):
+        store.load(events[i : i + 30], [], [])
+    rows, keys = rollup_rows(store)
+    assert rows > keys
+    store.close()
+    store = WarehouseStore(path)
+    assert rollup_rows(store) == (keys, keys)
+    assert from_rollup(store, None, None) == scanned(store, None, None)
     store.close()

@@ -14,8 +14,15 @@ import pytest
 from ingest.alert_event import AlertEvent
 from ingest.pricing import price_event
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id
-from warehouse import queries
-from warehouse.store import TOKEN_COLUMNS, Quarantined, WarehouseLocked, WarehouseStore
+from warehouse import queries, rollup
+from warehouse.store import (
+    ECONOMICS,
+    SCHEMA,
+    TOKEN_COLUMNS,
+    Quarantined,
+    WarehouseLocked,
+    WarehouseStore,
+)
 
 NOON = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
@@ -72,6 +79,46 @@ def test_reloading_the_same_events_counts_each_once(store: WarehouseStore) -> No
             "failed_requests": 0,
         }
     ]
+
+
+def test_a_file_with_keyed_tables_keeps_every_row_and_its_keys_when_reopened(
+    tmp_path: Path,
+) -> None:
+    """Files written before calls and the rollup lost their DuckDB PRIMARY KEY constraints."""
+    path = tmp_path / "warehouse.duckdb"
+    store = WarehouseStore(path)
+    events = [call(input_uncached=100 * (i + 1), output=10) for i in range(5)]
+    store.load(events, [], [])
+    with store.cursor() as cur:
+        totals = queries.cost_rows(cur, ["tenant"])
+    store.close()
+    con = duckdb.connect(str(path))  # rebuild both tables the way earlier versions keyed them
+    for table, key in (
+        ("calls", "event_id"),
+        ("daily_costs", ", ".join(rollup.KEY)),
+    ):
+        con.execute(f"CREATE TABLE {table}_copy AS SELECT * FROM {table}")
+        ddl = con.execute(
+            "SELECT sql FROM duckdb_tables() WHERE table_name = ?", [table]
+        ).fetchone()[0]
+        con.execute(f"DROP TABLE {table} CASCADE")
+        con.execute(ddl.rstrip(";").rstrip()[:-1] + f", PRIMARY KEY ({key}));")
+        con.execute(f"INSERT INTO {table} SELECT * FROM {table}_copy")
+        con.execute(f"DROP TABLE {table}_copy")
+    con.execute(SCHEMA.read_text())  # the views over them, as such a file has them
+    con.execute(ECONOMICS.read_text())
+    keyed = """SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'
+               AND table_name IN ('calls', 'daily_costs', 'calls_keyed', 'daily_costs_keyed')"""
+    assert sorted(con.execute(keyed).fetchall()) == [("calls",), ("daily_costs",)]
+    con.close()
+
+    store = WarehouseStore(path)
+    with store.cursor() as cur:
+        assert cur.execute(keyed).fetchall() == []
+        assert queries.cost_rows(cur, ["tenant"]) == totals
+    again = store.load([*events, call(input_uncached=7, output=1)], [], [])
+    assert (again.inserted, again.duplicates) == (1, 5)
+    store.close()
 
 
 def test_costs_filter_by_time_and_tenant_and_keep_unpriced_visible(
