@@ -1,15 +1,15 @@
 """Warehouse load rate and dashboard query latency: `python bench/warehouse.py [--calls N]`.
 
-1. **Loader rate.** `--loader-events` synthetic usage events (a realistic mix of tenants,
-   features, models and cache hits) go through the loader's own micro-batch path exactly as it
-   runs on Kafka records: decode against the contract, price, great-expectations checks and the
-   set-based DuckDB insert with its rollup and conservation counts, in the loader's largest
-   batches (100,000). Rows per second, twice: events with token counts only, and events that
-   also keep the provider's raw usage (as the relay writes them), which the loader re-derives.
-2. **Warehouse at scale.** `--calls` calls (default 10 million) are generated set-based inside
-   DuckDB (the same table, indexes and views the service uses, 60 days, 50 tenants), with revenue
-   lines for every tenant, then every query behind the dashboard and the query API is run
-   `--repeat` times: p50, p95 and max per query.
+1. **Load.** `--calls` synthetic usage events (default 10 million; a realistic mix of tenants,
+   features, models, cache hits, fallbacks and errors, 60 days of them in the order a topic holds
+   them) go through the loader exactly as it runs on Kafka records: decode against the contract,
+   price, great-expectations checks, and the set-based DuckDB write with its rollup and
+   conservation counts, in the loader's largest micro-batches. Rows per second over the whole
+   load, and per tenth of it (the table grows to its full size while it loads).
+2. **Raw usage.** `--raw-usage-events` events that also keep the provider's raw usage (as the
+   relay writes them; the loader re-derives the token classes from it), into a file of their own.
+3. **Dashboard.** Revenue lines for every tenant, then every query behind the dashboard and the
+   query API on the loaded file, `--repeat` times each: p50, p95 and max per query.
 
 Runs in a temporary directory on real DuckDB files; no broker needed.
 """
@@ -17,12 +17,13 @@ Runs in a temporary directory on real DuckDB files; no broker needed.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,130 +54,138 @@ TENANTS = [f"tenant-{i:02d}" for i in range(50)]
 DAYS = 60
 
 
-def synthetic_records(
-    count: int, now: datetime, raw_usage: bool = False
-) -> list[ConsumerRecord[bytes, bytes]]:
-    rng = random.Random(7)
-    records = []
-    for offset in range(count):
-        provider, model = rng.choice(MODELS)
-        cached = rng.choice((0, 0, 0, 1024, 2048))
-        uncached, output = rng.randrange(50, 6000), rng.randrange(1, 900)
-        usage: dict[str, object] = {
-            "prompt_tokens": uncached + cached,
-            "completion_tokens": output,
-            "total_tokens": uncached + cached + output,
-            "prompt_tokens_details": {"cached_tokens": cached},
-        }
-        event = UsageEvent(
-            event_id=new_event_id(),
-            event_time=now - timedelta(seconds=rng.randrange(DAYS * 86_400)),
-            tenant=rng.choice(TENANTS),
-            feature=f"feature-{rng.randrange(12)}",
-            prompt_version=f"v{rng.randrange(4)}",
-            endpoint="chat.completions",
-            requested_model=model,
-            served_model=model,
-            provider=provider,
-            provider_model=model,
-            latency_ms=rng.randrange(80, 4000),
-            tokens=TokenCounts(input_uncached=uncached, cache_read=cached, output=output),
-            raw_usage=usage if raw_usage else None,
-        )
-        value = event.to_wire()
-        records.append(
-            ConsumerRecord(
-                USAGE_EVENTS,
-                offset % 3,
-                offset,
-                int(now.timestamp() * 1000),
-                0,
-                event.tenant.encode(),
-                value,
-                None,
-                len(event.tenant),
-                len(value),
-                (),
+def _wire(e: dict[str, Any]) -> bytes:
+    """`UsageEvent.to_wire()` of the event `e` describes, without building the model (ten
+    million of those take minutes); `synthetic_events` checks the two agree."""
+    at = e["event_time"]
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%S") + (f".{at.microsecond:06d}" if at.microsecond else "")
+    model = e["model"]
+    fallback = f'"fallback_reason":"{e["fallback_reason"]}",' if e["fallback_reason"] else ""
+    usage = ""
+    if e["raw_usage"] is not None:
+        usage = f'"raw_usage":{json.dumps(e["raw_usage"], separators=(",", ":"))},'
+    return (
+        f'{{"schema_version":1,"event_id":"{e["event_id"]}","event_time":"{stamp}Z",'
+        f'"tenant":"{e["tenant"]}","feature":"{e["feature"]}",'
+        f'"prompt_version":"{e["prompt_version"]}","tags":[],"endpoint":"chat.completions",'
+        f'"requested_model":"{model}","served_model":"{model}","provider":"{e["provider"]}",'
+        f'"provider_model":"{model}","attempt":{e["attempt"]},{fallback}"streamed":false,'
+        f'"latency_ms":{e["latency_ms"]},"tokens":{{"input_uncached":{e["uncached"]},'
+        f'"cache_read":{e["cached"]},"cache_write":0,"cache_write_1h":0,'
+        f'"output":{e["output"]},"reasoning":0}},"usage_source":"provider",{usage}'
+        f'"outcome":"{e["outcome"]}","price_status":"pending"}}'
+    ).encode()
+
+
+def _model(e: dict[str, Any]) -> UsageEvent:
+    return UsageEvent(
+        event_id=e["event_id"],
+        event_time=e["event_time"],
+        tenant=e["tenant"],
+        feature=e["feature"],
+        prompt_version=e["prompt_version"],
+        endpoint="chat.completions",
+        requested_model=e["model"],
+        served_model=e["model"],
+        provider=e["provider"],
+        provider_model=e["model"],
+        attempt=e["attempt"],
+        fallback_reason=e["fallback_reason"],
+        latency_ms=e["latency_ms"],
+        tokens=TokenCounts(
+            input_uncached=e["uncached"], cache_read=e["cached"], output=e["output"]
+        ),
+        raw_usage=e["raw_usage"],
+        outcome=e["outcome"],
+    )
+
+
+def synthetic_events(
+    count: int, end: datetime, *, raw_usage: bool = False, chunk: int = 250_000, seed: int = 7
+) -> Iterator[list[ConsumerRecord[bytes, bytes]]]:
+    """`count` usage records in chunks, spread evenly over the `DAYS` before `end` in time
+    order (give or take a minute), as a topic holds them."""
+    rng = random.Random(seed)
+    step = timedelta(days=DAYS) / count
+    first = end - timedelta(days=DAYS)
+    stamp = int(end.timestamp() * 1000)
+    for start in range(0, count, chunk):
+        records = []
+        for offset in range(start, min(count, start + chunk)):
+            provider, model = rng.choice(MODELS)
+            cached = rng.choice((0, 0, 0, 1024, 2048))
+            uncached, output = rng.randrange(50, 6000), rng.randrange(1, 900)
+            roll = rng.randrange(100)
+            jitter = timedelta(seconds=rng.uniform(-60, 60))
+            e = {
+                "event_id": new_event_id(),
+                "event_time": min(first + step * offset + jitter, end),
+                "tenant": rng.choice(TENANTS),
+                "feature": f"feature-{rng.randrange(12)}",
+                "prompt_version": f"v{rng.randrange(4)}",
+                "provider": provider,
+                "model": model,
+                "attempt": 2 if roll < 3 else 1,
+                "fallback_reason": "http_503" if roll < 3 else None,
+                "outcome": "upstream_error" if 3 <= roll < 5 else "ok",
+                "latency_ms": rng.randrange(80, 4000),
+                "uncached": uncached,
+                "cached": cached,
+                "output": output,
+                "raw_usage": {
+                    "prompt_tokens": uncached + cached,
+                    "completion_tokens": output,
+                    "total_tokens": uncached + cached + output,
+                    "prompt_tokens_details": {"cached_tokens": cached},
+                }
+                if raw_usage
+                else None,
+            }
+            value = _wire(e)
+            if offset < 1_000:
+                assert value == _model(e).to_wire(), (value, _model(e).to_wire())
+            records.append(
+                ConsumerRecord(
+                    USAGE_EVENTS,
+                    offset % 3,
+                    offset,
+                    stamp,
+                    0,
+                    e["tenant"].encode(),
+                    value,
+                    None,
+                    len(e["tenant"]),
+                    len(value),
+                    (),
+                )
             )
-        )
-    return records
+        yield records
 
 
-def loader_rate(folder: Path, count: int, raw_usage: bool) -> float:
-    store = WarehouseStore(folder / f"loader-{raw_usage}.duckdb")
+def load(path: Path, count: int, end: datetime, raw_usage: bool) -> tuple[WarehouseStore, float]:
+    """Load `count` synthetic events through the loader into a new file; rows per second."""
+    store = WarehouseStore(path)
     loader = WarehouseLoader("127.0.0.1:1", store, Pricer(), CallChecks(TENANTS))
-    records = synthetic_records(count, datetime.now(UTC), raw_usage)
-    size = loader.max_records
-    started = time.perf_counter()
-    for i in range(0, count, size):
-        loader.load_records(records[i : i + size])
-    elapsed = time.perf_counter() - started
-    store.close()
-    assert loader.stats.loaded == count, loader.stats
-    return count / elapsed
-
-
-GENERATE = """
-INSERT INTO calls BY NAME
-SELECT
-    'bench-' || i AS event_id,
-    1 AS schema_version,
-    $end - to_seconds((hash(i) % ($days * 86400))::BIGINT) AS event_time,
-    'tenant-' || lpad(((hash(i + 1) % 50))::VARCHAR, 2, '0') AS tenant,
-    'feature-' || (hash(i + 2) % 12) AS feature,
-    'v' || (hash(i + 3) % 4) AS prompt_version,
-    'chat.completions' AS endpoint,
-    m.model AS requested_model, m.model AS served_model, m.provider, m.model AS provider_model,
-    CASE WHEN hash(i + 4) % 100 < 3 THEN 2 ELSE 1 END AS attempt,
-    CASE WHEN hash(i + 4) % 100 < 3 THEN 'http_503' END AS fallback_reason,
-    false AS streamed,
-    (80 + hash(i + 5) % 4000)::INTEGER AS latency_ms,
-    t.input_uncached AS input_uncached_tokens, t.cache_read AS cache_read_tokens,
-    0 AS cache_write_tokens, 0 AS cache_write_1h_tokens, t.output AS output_tokens,
-    0 AS reasoning_tokens,
-    'provider' AS usage_source,
-    CASE WHEN hash(i + 6) % 100 < 2 THEN 'upstream_error' ELSE 'ok' END AS outcome,
-    'priced' AS price_status,
-    m.provider || '/' || m.model || '@bench' AS price_version_id,
-    'USD' AS billing_currency,
-    t.input_uncached * m.input_rate + t.cache_read * m.cache_rate + t.output * m.output_rate
-        AS cost_usd,
-    t.input_uncached * m.input_rate + t.cache_read * m.cache_rate + t.output * m.output_rate
-        AS cost_billed,
-    1 AS fx_rate,
-    json_object('input_uncached', (t.input_uncached * m.input_rate)::VARCHAR,
-                'cache_read', (t.cache_read * m.cache_rate)::VARCHAR,
-                'output', (t.output * m.output_rate)::VARCHAR) AS cost_by_class,
-    t.cache_read * (m.input_rate - m.cache_rate) AS cache_savings_usd,
-    now() AS loaded_at
-FROM range($start, $stop) r(i)
-CROSS JOIN LATERAL (
-    SELECT (50 + hash(i + 7) % 6000)::BIGINT AS input_uncached,
-           (CASE WHEN hash(i + 8) % 5 < 2 THEN 1024 * (1 + hash(i + 9) % 2) ELSE 0 END)::BIGINT
-               AS cache_read,
-           (1 + hash(i + 10) % 900)::BIGINT AS output
-) t
-JOIN (VALUES
-    (0, 'openai', 'gpt-4o-mini', 0.00000015, 0.000000075, 0.0000006),
-    (1, 'openai', 'gpt-4o', 0.0000025, 0.00000125, 0.00001),
-    (2, 'anthropic', 'claude-3-5-sonnet-latest', 0.000003, 0.0000003, 0.000015),
-    (3, 'deepseek', 'deepseek-chat', 0.00000027, 0.00000007, 0.0000011),
-    (4, 'moonshotai', 'kimi-k2', 0.0000006, 0.00000015, 0.0000025)
-) m(k, provider, model, input_rate, cache_rate, output_rate)
-    ON m.k = hash(i + 11) % 5
-"""
-
-
-def build(folder: Path, calls: int, end: datetime) -> tuple[WarehouseStore, float]:
-    store = WarehouseStore(folder / "warehouse.duckdb")
-    started = time.perf_counter()
-    with store.cursor() as cur:
-        step = 1_000_000
-        for start in range(0, calls, step):
-            cur.execute(
-                GENERATE,
-                {"start": start, "stop": min(calls, start + step), "end": end, "days": DAYS},
+    elapsed, cpu, report_at, since = 0.0, 0.0, count // 10, (0, 0.0)
+    for records in synthetic_events(count, end, raw_usage=raw_usage, chunk=loader.max_records):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        loader.load_records(records)
+        elapsed += time.perf_counter() - started
+        cpu += time.process_time() - cpu_started
+        if not raw_usage and loader.stats.loaded >= report_at:
+            rows = loader.stats.loaded - since[0]
+            print(
+                f"  {loader.stats.loaded:>12,} calls loaded: {rows / (elapsed - since[1]):,.0f} "
+                f"rows/s over the last {rows:,}"
             )
+            report_at, since = report_at + count // 10, (loader.stats.loaded, elapsed)
+    assert loader.stats.loaded == count, loader.stats
+    print(f"  process CPU per row: {cpu / count * 1e6:.1f} µs (2 cores: 1 s of wall time holds 2)")
+    return store, count / elapsed
+
+
+def add_revenue(store: WarehouseStore, end: datetime) -> None:
+    with store.cursor() as cur:
         month = date(end.year, end.month, 1)
         for tenant in TENANTS:
             for back in range(3):
@@ -189,17 +198,6 @@ def build(folder: Path, calls: int, end: datetime) -> tuple[WarehouseStore, floa
                        'bench plan', 'bench', now())""",
                     [f"bench-{tenant}-{first}", tenant, first, last],
                 )
-    generated = calls / (time.perf_counter() - started)
-    started = time.perf_counter()
-    store.rebuild_rollup()
-    with store.cursor() as cur:
-        cur.execute("CHECKPOINT")
-        rollup_rows = cur.execute("SELECT count(*) FROM daily_costs").fetchone()
-    print(
-        f"daily rollup: {rollup_rows[0] if rollup_rows else 0:,} rows, built from scratch in "
-        f"{time.perf_counter() - started:.1f} s (the loader keeps it current batch by batch)"
-    )
-    return store, generated
 
 
 def dashboard_queries(end: datetime) -> dict[str, Callable[[Any], Any]]:
@@ -256,23 +254,33 @@ def timed(cur: Any, query: Callable[[Any], Any], repeat: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=10_000_000)
-    parser.add_argument("--loader-events", type=int, default=500_000)
-    parser.add_argument("--loader-only", action="store_true", help="skip the 10 M call queries")
+    parser.add_argument("--raw-usage-events", type=int, default=500_000)
+    parser.add_argument("--load-only", action="store_true", help="skip the queries")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
+    end = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="tokenops-bench-") as tmp:
         folder = Path(tmp)
-        for raw_usage in (False, True):
-            rate = loader_rate(folder, args.loader_events, raw_usage)
+        if args.raw_usage_events:
+            store, rate = load(folder / "raw.duckdb", args.raw_usage_events, end, raw_usage=True)
+            store.close()
             print(
-                f"loader: {args.loader_events:,} events{' with raw usage' if raw_usage else ''}"
-                f" at {rate:,.0f} rows/s (decode + price + expectations + DuckDB insert)"
+                f"loader: {args.raw_usage_events:,} events with raw usage at {rate:,.0f} rows/s "
+                "(decode + re-derive usage + price + expectations + DuckDB write)"
             )
-        if args.loader_only:
+        print(f"loading {args.calls:,} events over {DAYS} days through the loader")
+        store, rate = load(folder / "warehouse.duckdb", args.calls, end, raw_usage=False)
+        print(
+            f"loader: {args.calls:,} events at {rate:,.0f} rows/s "
+            "(decode + price + expectations + DuckDB write with rollup and conservation counts)"
+        )
+        if args.load_only:
+            store.close()
             return
-        end = datetime.now(UTC)
-        store, generated = build(folder, args.calls, end)
-        print(f"generated {args.calls:,} calls in DuckDB at {generated:,.0f} rows/s (set-based)")
+        add_revenue(store, end)
+        with store.cursor() as cur:
+            rollup_rows = cur.execute("SELECT count(*) FROM daily_costs").fetchone()
+        print(f"daily rollup: {rollup_rows[0] if rollup_rows else 0:,} rows")
         print(f"{'query':<46} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         worst = 0.0
         with store.cursor() as cur:
