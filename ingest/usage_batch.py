@@ -135,13 +135,11 @@ def _decode_sql() -> str:
     )
     return f"""
     CREATE OR REPLACE TEMP TABLE decoded AS
-    WITH objects AS (
-        SELECT position, value FROM payloads
-        WHERE NOT contains(value, '\\') AND json_valid(value) AND json_type(value) = 'OBJECT'
-    ),
-    read AS (
-        SELECT position, value, from_json(value, '{json.dumps(_STRUCTURE)}') AS e
-        FROM objects
+    WITH read AS (
+        -- Not JSON: no event (try); JSON but not an object: no field (the comparison fails).
+        SELECT position, value, try(from_json(value, '{json.dumps(_STRUCTURE)}')) AS e
+        FROM payloads
+        WHERE NOT contains(value, '\\')
     ),
     timed AS (
         SELECT *, TRY_CAST(e.event_time AS TIMESTAMPTZ) AS event_at FROM read
@@ -206,8 +204,15 @@ _BY_CLASS = ", ".join(
     + ["CASE WHEN fee > 0 THEN '\"request\": \"' || money_text(u_fee) || '\"' END"]
 )
 
+_CHOICE_HOLDS = """
+    r.provider = c.provider AND r.model = c.provider_model
+    AND r.price_tenant = c.price_tenant AND r.service_tier = coalesce(c.service_tier, '')
+    AND r.day = c.day AND c.event_time >= r.seg_start AND c.event_time < r.seg_end
+    AND c.input_total >= r.min_input AND (r.max_input IS NULL OR c.input_total < r.max_input)
+    AND c.output_total >= r.min_output AND (r.max_output IS NULL OR c.output_total < r.max_output)
+"""
+
 PRICE = f"""
-CREATE OR REPLACE TEMP TABLE priced AS
 WITH choice_rates AS (
     SELECT * REPLACE ({", ".join(f"r_{n}::HUGEINT AS r_{n}" for n in TOKEN_CLASSES)},
                       fee::HUGEINT AS fee, fx_num::HUGEINT AS fx_num, fx_den::HUGEINT AS fx_den)
@@ -223,14 +228,15 @@ calls AS (
     WHERE d.fast AND d.position NOT IN (SELECT position FROM usage_refused)
 ),
 chosen AS (
-    SELECT c.*, r.* EXCLUDE (provider, model, price_tenant, service_tier, day)
-    FROM calls c JOIN choice_rates r
-      ON r.provider = c.provider AND r.model = c.provider_model
-     AND r.price_tenant = c.price_tenant AND r.service_tier = coalesce(c.service_tier, '')
-     AND r.day = c.day AND c.event_time >= r.seg_start AND c.event_time < r.seg_end
-     AND c.input_total >= r.min_input AND (r.max_input IS NULL OR c.input_total < r.max_input)
-     AND c.output_total >= r.min_output
-     AND (r.max_output IS NULL OR c.output_total < r.max_output)
+    -- A day of a model with one way to price it (no tiers, no price change that day) needs no
+    -- ranking; the others take the first choice that holds, as Pricer.price does.
+    SELECT c.*, r.* EXCLUDE (provider, model, price_tenant, service_tier, day, alone)
+    FROM calls c JOIN choice_rates r ON {_CHOICE_HOLDS}
+    WHERE r.alone
+    UNION ALL
+    SELECT c.*, r.* EXCLUDE (provider, model, price_tenant, service_tier, day, alone)
+    FROM calls c JOIN choice_rates r ON {_CHOICE_HOLDS}
+    WHERE NOT r.alone
     QUALIFY row_number() OVER (PARTITION BY c.position ORDER BY r.choice) = 1
 ),
 lines AS (
@@ -289,6 +295,7 @@ _CHOICE_SCHEMA = pa.schema(
         ("price_version_id", pa.string()),
         ("currency", pa.string()),
         ("input_only", pa.bool_()),
+        ("alone", pa.bool_()),
         ("fx_rate", pa.string()),
         ("fx_num", pa.decimal128(38, 0)),
         ("fx_den", pa.decimal128(38, 0)),
@@ -343,11 +350,10 @@ class UsageBatchPricer:
         con.register("models", self._models())
         con.register("choices", self._choices())
         try:
-            con.execute(PRICE)
+            calls = con.sql(PRICE + " ORDER BY position").to_arrow_table()  # no table between
         finally:
             for name in ("usage_refused", "models", "choices"):
                 con.unregister(name)
-        calls = con.sql("SELECT * FROM priced ORDER BY position").to_arrow_table()
         priced = set(calls.column("position").to_pylist())
         rest = [record for i, record in enumerate(records) if i not in priced]
         return StagedUsage(calls, rest)
@@ -405,10 +411,14 @@ class UsageBatchPricer:
                 )
             except ValueError:
                 continue  # a price the pricer refuses: each call is quarantined with why
+            if any(
+                (max(rate for _, rate in c.rates) * len(TOKEN_CLASSES) * MAX_TOKENS + c.fee)
+                * max(c.fx_numerator, c.fx_denominator)
+                >= HUGEINT_LIMIT
+                for c in choices
+            ):
+                continue  # the whole day, as dropping one choice could let a later one apply
             for c in choices:
-                largest = max(rate for _, rate in c.rates) * len(TOKEN_CLASSES) * MAX_TOKENS
-                if (largest + c.fee) * max(c.fx_numerator, c.fx_denominator) >= HUGEINT_LIMIT:
-                    continue
                 rates = dict(c.rates)
                 values: dict[str, object] = {
                     "provider": provider,
@@ -428,6 +438,7 @@ class UsageBatchPricer:
                     "price_version_id": c.version.id,
                     "currency": c.version.currency,
                     "input_only": c.version.input_only,
+                    "alone": len(choices) == 1,
                     "fx_rate": str(c.fx_rate),
                     "fx_num": c.fx_numerator,
                     "fx_den": c.fx_denominator,
