@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from aiokafka.structs import ConsumerRecord
 
@@ -88,36 +89,81 @@ _STRUCTURE: dict[str, object] = {
 }
 """How DuckDB reads each field of UsageEvent, in its order (a test checks they are its fields)."""
 
-_QUOTE = "'\"'"
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _rendered(name: str, kind: object) -> str:
-    """SQL for `"name":value` as pydantic writes it; NULL when the field is None."""
+def _value_sql(name: str, kind: object) -> list[str]:
+    """The SQL pieces of a field's value as pydantic writes it (literals as Python strings
+    wrapped by `_literal` later, expressions as SQL): `concat` joins them without copies."""
     column = f"e.{name}"
     if name == "event_time":
-        value = (
-            f"{_QUOTE} || strftime(event_at, '%Y-%m-%dT%H:%M:%S') || CASE"
-            " WHEN epoch_us(event_at) % 1000000 = 0 THEN ''"
-            " ELSE '.' || lpad((epoch_us(event_at) % 1000000)::VARCHAR, 6, '0') END"
-            f" || 'Z' || {_QUOTE}"
-        )
-    elif kind == "VARCHAR":
-        value = f"{_QUOTE} || {column} || {_QUOTE}"
-    elif kind == ["VARCHAR"]:
-        value = (
-            f"'[' || array_to_string(list_transform({column}, lambda t: {_QUOTE} || t || "
-            f"{_QUOTE}), ',') || ']'"
-        )
-    elif kind == "BOOLEAN":
-        value = f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
-    elif isinstance(kind, dict):
-        parts = " || ',' || ".join(
-            f"'\"{n}\":' || coalesce({column}.{n}::VARCHAR, 'null')" for n in kind
-        )
-        value = f"'{{' || {parts} || '}}'"
-    else:
-        value = f"{column}::VARCHAR"
-    return f"'\"{name}\":' || {value}"
+        return [
+            '"',
+            "strftime(event_at, '%Y-%m-%dT%H:%M:%S')",
+            "CASE WHEN epoch_us(event_at) % 1000000 = 0 THEN ''"
+            " ELSE '.' || lpad((epoch_us(event_at) % 1000000)::VARCHAR, 6, '0') END",
+            'Z"',
+        ]
+    if kind == "VARCHAR":
+        return ['"', column, '"']
+    if kind == ["VARCHAR"]:
+        return [
+            "[",
+            f"array_to_string(list_transform({column}, lambda t: '\"' || t || '\"'), ',')",
+            "]",
+        ]
+    if isinstance(kind, dict):
+        pieces: list[str] = ["{"]
+        for i, n in enumerate(kind):
+            pieces += [f'{"," if i else ""}"{n}":', f"{column}.{n}"]
+        return [*pieces, "}"]
+    return [column]  # numbers and booleans as DuckDB writes them; JSON as read
+
+
+def _render_sql() -> str:
+    """SQL for the event in `e` written the way `UsageEvent.to_wire` writes it: fields in
+    order, a field that is None left out. One `concat` of literal and value pieces (NULL pieces
+    are skipped); a field that may be None is one piece joined with `||`, so a NULL value drops
+    its name too."""
+    args: list[str] = []
+    literal = ""
+    first = True
+    for name, kind in _STRUCTURE.items():
+        field = UsageEvent.model_fields[name]
+        head = f'{"" if first else ","}"{name}":'
+        first = False
+        values = _value_sql(name, kind)
+        sql = [v if _is_sql(v) else _literal(v) for v in values]
+        if not field.is_required() and field.default is None:
+            if literal:
+                args.append(_literal(literal))
+                literal = ""
+            joined, text = [], head
+            for raw, piece in zip(values, sql, strict=True):
+                if _is_sql(raw):
+                    joined += [_literal(text), piece] if text else [piece]
+                    text = ""
+                else:
+                    text += raw
+            args.append("(" + " || ".join(joined + ([_literal(text)] if text else [])) + ")")
+            continue
+        literal += head
+        for raw, piece in zip(values, sql, strict=True):
+            if not _is_sql(raw):
+                literal += raw
+            else:
+                if literal:
+                    args.append(_literal(literal))
+                    literal = ""
+                args.append(piece)
+    args.append(_literal(literal + "}"))
+    return "concat('{', " + ", ".join(args) + ")"
+
+
+def _is_sql(piece: str) -> bool:
+    return piece.startswith(("e.", "strftime(", "CASE ", "array_to_string("))
 
 
 def _decode_sql() -> str:
@@ -126,7 +172,7 @@ def _decode_sql() -> str:
     comparison refuses unknown or repeated keys, values of another JSON type (DuckDB's reader
     converts leniently; writing back shows it), other key orders, escapes and UTC offsets. The
     constraints a type does not carry (lengths, bounds, literals) are tested one by one."""
-    render = ", ".join(_rendered(n, k) for n, k in _STRUCTURE.items())
+    render = _render_sql()
     tokens = ", ".join(f"e.tokens.{n} AS {n}_tokens" for n in TOKEN_CLASSES)
     token_bounds = " AND ".join(f"e.tokens.{n} BETWEEN 0 AND {MAX_TOKENS}" for n in TOKEN_CLASSES)
     unpriced = " AND ".join(f"e.{n} IS NULL" for n in PRICING_FIELDS[1:])
@@ -166,7 +212,7 @@ def _decode_sql() -> str:
                    AND length(e.raw_usage) - length(replace(replace(e.raw_usage, '{{', ''),
                                                             '[', '')) < {MAX_NESTING}, true)
                AND coalesce(e.http_status BETWEEN -2147483648 AND 2147483647, true)
-               AND '{{' || concat_ws(',', {render}) || '}}' = value,
+               AND {render} = value,
                false) AS fast
     FROM timed
     """
@@ -354,8 +400,9 @@ class UsageBatchPricer:
         finally:
             for name in ("usage_refused", "models", "choices"):
                 con.unregister(name)
-        priced = set(calls.column("position").to_pylist())
-        rest = [record for i, record in enumerate(records) if i not in priced]
+        taken = np.zeros(len(records), dtype=bool)
+        taken[calls.column("position").to_numpy()] = True
+        rest = [records[int(i)] for i in np.flatnonzero(~taken)]
         return StagedUsage(calls, rest)
 
     def _refused_usage(self) -> pa.Array:
