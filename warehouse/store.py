@@ -415,10 +415,11 @@ class WarehouseStore:
         now: datetime,
         tallies: dict[tuple[str, int, datetime], Tally],
     ) -> int:
-        """INSERT OR IGNORE a batch's columnar calls (of an event id repeated within the batch,
-        the first is the one offered); add the new ones to the rollup and every row to
-        `tallies`. Returns how many were new. Batches of a row group or more (122,880 rows) are
-        written to the file as they are inserted rather than through the write-ahead log."""
+        """Insert the batch's columnar calls whose event id `calls` does not hold yet (of an id
+        repeated within the batch, the first is the one offered); add them to the rollup and
+        every row to `tallies`. Returns how many were new. Batches of a row group or more
+        (122,880 rows) are written to the file as they are inserted rather than through the
+        write-ahead log."""
         if table is None or not table.num_rows:
             return 0
         repeated = table.column("event_id").to_pandas().duplicated().to_numpy()
