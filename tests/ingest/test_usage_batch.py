@@ -17,7 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.price_book import ClassRates, FxRate, PriceVersion, TimeWindow, load_price_book
+from ingest.price_book import (
+    ClassRates,
+    FxRate,
+    PriceVersion,
+    Tier,
+    TimeWindow,
+    load_price_book,
+)
 from ingest.pricing import Pricer
 from ingest.token_usage import tokens_from_usage
 from ingest.topics import USAGE_EVENTS
@@ -275,6 +282,45 @@ def test_a_price_the_columns_cannot_hold_is_left_to_the_per_record_path(
     staged = UsageBatchPricer(Pricer(book)).stage(records)
     assert staged.calls.column("position").to_pylist() == [0]
     assert staged.rest == [records[1]]
+
+
+def test_a_tier_too_large_for_the_columns_leaves_its_whole_day_to_the_per_record_path() -> None:
+    """Skipping only the oversized tier would let the base rate price the calls inside it."""
+    book = load_price_book(REPO / "tokenops/demo_config/price_book.yaml")
+    book.add(
+        PriceVersion(
+            provider="acme-ai",
+            model="tiered",
+            effective_from=datetime(2026, 1, 1, tzinfo=UTC),
+            source="test",
+            per_million=ClassRates(input=Decimal("1"), output=Decimal("2")),
+            tiers=(
+                Tier(
+                    max_input_tokens=1000,
+                    per_million=ClassRates(input=Decimal("10") ** 24, output=Decimal("2")),
+                ),
+            ),
+        )
+    )
+    small, large = (
+        usage_event(
+            tokens=TokenCounts(input_uncached=tokens, output=10),
+            provider="acme-ai",
+            provider_model="tiered",
+            event_time=datetime(2026, 5, 5, 12, tzinfo=UTC),
+        )
+        for tokens in (500, 5000)
+    )
+    records = [
+        consumer_record(USAGE_EVENTS, 0, 0, CANONICAL),
+        consumer_record(USAGE_EVENTS, 0, 1, small.to_wire()),
+        consumer_record(USAGE_EVENTS, 0, 2, large.to_wire()),
+    ]
+    pricer = Pricer(book)
+    staged = UsageBatchPricer(pricer).stage(records)
+    assert staged.calls.column("position").to_pylist() == [0]
+    assert staged.rest == records[1:]
+    assert pricer.price_event(small).cost_usd == 500 * Decimal(10) ** 18 + Decimal("0.00002")
 
 
 def test_rate_choices_cut_a_day_where_prices_change() -> None:
