@@ -90,80 +90,72 @@ _STRUCTURE: dict[str, object] = {
 """How DuckDB reads each field of UsageEvent, in its order (a test checks they are its fields)."""
 
 
+class _Sql(str):
+    """A piece of SQL among pieces of literal text."""
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _value_sql(name: str, kind: object) -> list[str]:
-    """The SQL pieces of a field's value as pydantic writes it (literals as Python strings
-    wrapped by `_literal` later, expressions as SQL): `concat` joins them without copies."""
+def _value_pieces(name: str, kind: object) -> list[str]:
+    """A field's value as pydantic writes it: literal text and `_Sql` expressions."""
     column = f"e.{name}"
     if name == "event_time":
         return [
             '"',
-            "strftime(event_at, '%Y-%m-%dT%H:%M:%S')",
-            "CASE WHEN epoch_us(event_at) % 1000000 = 0 THEN ''"
-            " ELSE '.' || lpad((epoch_us(event_at) % 1000000)::VARCHAR, 6, '0') END",
+            _Sql("strftime(event_at, '%Y-%m-%dT%H:%M:%S')"),
+            _Sql(
+                "CASE WHEN epoch_us(event_at) % 1000000 = 0 THEN ''"
+                " ELSE '.' || lpad((epoch_us(event_at) % 1000000)::VARCHAR, 6, '0') END"
+            ),
             'Z"',
         ]
     if kind == "VARCHAR":
-        return ['"', column, '"']
+        return ['"', _Sql(column), '"']
     if kind == ["VARCHAR"]:
         return [
             "[",
-            f"array_to_string(list_transform({column}, lambda t: '\"' || t || '\"'), ',')",
+            _Sql(f"array_to_string(list_transform({column}, lambda t: '\"' || t || '\"'), ',')"),
             "]",
         ]
     if isinstance(kind, dict):
         pieces: list[str] = ["{"]
         for i, n in enumerate(kind):
-            pieces += [f'{"," if i else ""}"{n}":', f"{column}.{n}"]
+            pieces += [f'{"," if i else ""}"{n}":', _Sql(f"{column}.{n}")]
         return [*pieces, "}"]
-    return [column]  # numbers and booleans as DuckDB writes them; JSON as read
+    return [_Sql(column)]  # numbers and booleans as DuckDB writes them; JSON as read
+
+
+def _arguments(pieces: list[str]) -> list[str]:
+    """SQL arguments for `pieces`, adjacent literal text joined into one literal."""
+    args: list[str] = []
+    text = ""
+    for piece in pieces:
+        if isinstance(piece, _Sql):
+            if text:
+                args.append(_literal(text))
+                text = ""
+            args.append(piece)
+        else:
+            text += piece
+    return [*args, _literal(text)] if text else args
 
 
 def _render_sql() -> str:
     """SQL for the event in `e` written the way `UsageEvent.to_wire` writes it: fields in
-    order, a field that is None left out. One `concat` of literal and value pieces (NULL pieces
-    are skipped); a field that may be None is one piece joined with `||`, so a NULL value drops
+    order, a field that is None left out. One `concat` of literal and value pieces (it skips
+    NULL pieces); a field that may be None is one piece joined with `||`, so a NULL value drops
     its name too."""
-    args: list[str] = []
-    literal = ""
-    first = True
-    for name, kind in _STRUCTURE.items():
+    pieces: list[str] = ["{"]
+    for i, (name, kind) in enumerate(_STRUCTURE.items()):
         field = UsageEvent.model_fields[name]
-        head = f'{"" if first else ","}"{name}":'
-        first = False
-        values = _value_sql(name, kind)
-        sql = [v if _is_sql(v) else _literal(v) for v in values]
+        own = [f'{"," if i else ""}"{name}":', *_value_pieces(name, kind)]
         if not field.is_required() and field.default is None:
-            if literal:
-                args.append(_literal(literal))
-                literal = ""
-            joined, text = [], head
-            for raw, piece in zip(values, sql, strict=True):
-                if _is_sql(raw):
-                    joined += [_literal(text), piece] if text else [piece]
-                    text = ""
-                else:
-                    text += raw
-            args.append("(" + " || ".join(joined + ([_literal(text)] if text else [])) + ")")
-            continue
-        literal += head
-        for raw, piece in zip(values, sql, strict=True):
-            if not _is_sql(raw):
-                literal += raw
-            else:
-                if literal:
-                    args.append(_literal(literal))
-                    literal = ""
-                args.append(piece)
-    args.append(_literal(literal + "}"))
-    return "concat('{', " + ", ".join(args) + ")"
-
-
-def _is_sql(piece: str) -> bool:
-    return piece.startswith(("e.", "strftime(", "CASE ", "array_to_string("))
+            pieces.append(_Sql("(" + " || ".join(_arguments(own)) + ")"))
+        else:
+            pieces += own
+    return "concat(" + ", ".join(_arguments([*pieces, "}"])) + ")"
 
 
 def _decode_sql() -> str:
