@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -162,12 +163,14 @@ def replay_command(
     ] = False,
 ) -> None:
     """Rebuild the warehouse from the topics and compare its totals with the running one."""
-    from warehouse.store import WarehouseStore
+    from warehouse.store import WarehouseOutdated, WarehouseStore
 
     settings = get_settings()
     if replace:
         target = settings.warehouse_path
-        WarehouseStore(target, role="tokenops ingest replay").close()  # refuses if in use
+        # refuses if in use; a file of an earlier tokenops is what the rebuild is for
+        with contextlib.suppress(WarehouseOutdated):
+            WarehouseStore(target, role="tokenops ingest replay").close()
     else:
         target = into or settings.data_dir / "warehouse.replay.duckdb"
     totals = _rebuild(settings, target)

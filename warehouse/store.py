@@ -44,6 +44,10 @@ class WarehouseLocked(WarehouseError):
     pass
 
 
+class WarehouseOutdated(WarehouseError):
+    """The file was written by an earlier tokenops in a form this one cannot carry over."""
+
+
 SCHEMA = Path(__file__).with_name("schema.sql")
 ECONOMICS = Path(__file__).with_name("economics.sql")
 TOKEN_COLUMNS = {name: f"{name}_tokens" for name in TokenCounts.model_fields}
@@ -251,8 +255,12 @@ class WarehouseStore:
         self._write_lock = threading.Lock()
         self._rollup_appended = 0
         self._rollup_days: set[date] = set()
-        self._create_schema()
         self.path = path
+        try:
+            self._create_schema()
+        except WarehouseError:
+            self._con.close()
+            raise
         self._fill_rollup()
         self.compact_rollup(None)
         owner_path(path).write_text(
@@ -279,12 +287,32 @@ class WarehouseStore:
             con.execute(SCHEMA.read_text())
             con.execute(ECONOMICS.read_text())
             for table in keyed:
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {table}_keyed")
-                con.execute(f"DROP TABLE {table}_keyed")
+                self._carry_over(table)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+    def _carry_over(self, table: str) -> None:
+        """Move the rows of `{table}_keyed` into `table`; an error that names the file when
+        its columns are not ones this version knows (the file is left as it was)."""
+        con = self._con
+
+        def columns(name: str) -> list[str]:
+            return [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+
+        unknown = sorted(set(columns(f"{table}_keyed")) - set(columns(table)))
+        try:
+            if unknown:
+                raise WarehouseError(f"columns this version does not know: {', '.join(unknown)}")
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {table}_keyed")
+        except (WarehouseError, duckdb.Error) as exc:
+            raise WarehouseOutdated(
+                f"the warehouse {self.path} was written by an earlier tokenops whose `{table}` "
+                f"table cannot be carried over ({exc}); the file is unchanged. Rebuild it from "
+                "the topics: `tokenops ingest replay --replace`"
+            ) from exc
+        con.execute(f"DROP TABLE {table}_keyed")
 
     def close(self) -> None:
         self._con.close()

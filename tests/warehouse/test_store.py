@@ -21,6 +21,7 @@ from warehouse.store import (
     TOKEN_COLUMNS,
     Quarantined,
     WarehouseLocked,
+    WarehouseOutdated,
     WarehouseStore,
 )
 
@@ -211,3 +212,29 @@ def test_a_second_writer_is_told_which_tokenops_process_holds_the_file(tmp_path:
         holder.kill()
         holder.wait()
     assert f"pid {holder.pid} (warehouse service on 127.0.0.1:8081, since " in str(refused.value)
+
+
+def test_a_file_whose_calls_cannot_be_carried_over_is_refused_by_name_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(path))  # calls as the first versions wrote it: other cost columns
+    con.execute(
+        """CREATE TABLE calls (event_id VARCHAR PRIMARY KEY, event_time TIMESTAMPTZ,
+           tenant VARCHAR, currency VARCHAR, input_cost_usd DECIMAL(38, 18))"""
+    )
+    con.execute("INSERT INTO calls VALUES ('e1', now(), 'acme', 'USD', 0.5)")
+    con.close()
+    with pytest.raises(WarehouseOutdated) as refused:
+        WarehouseStore(path)
+    assert str(path) in str(refused.value)
+    assert "currency, input_cost_usd" in str(refused.value)
+    assert "tokenops ingest replay --replace" in str(refused.value)
+    con = duckdb.connect(str(path))
+    assert [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()] == [
+        "calls"
+    ]
+    assert con.execute("SELECT currency FROM calls").fetchall() == [("USD",)]
+    con.close()
+    store = WarehouseStore(tmp_path / "other.duckdb")  # the process can still open a good file
+    store.close()
