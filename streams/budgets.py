@@ -195,16 +195,24 @@ def load_budgets(path: Path) -> list[Budget]:
     return budgets
 
 
+_Index = dict[str | None, list[Budget]]
+_Answers = dict[tuple[str, str | None, str | None, str, str], list[Budget]]
+
+
 class BudgetBook:
     """The budgets in force: the file's, overlaid by run-time changes from the budgets topic.
 
     `matching` is on the hot path of the ledger and the relay gate: budgets are indexed by
-    tenant (None for budgets across tenants) so an event looks at a handful of candidates.
+    tenant (None for budgets across tenants), and the answer for each attribution (tenant,
+    feature, relay key, requested and served model) is remembered until the budgets change.
+    The index and those answers are replaced together, so a reader on another thread never
+    keeps an answer from before a change.
     """
 
     def __init__(self, budgets: Iterable[Budget] = ()) -> None:
         self._budgets: dict[str, Budget] = {b.id: b for b in budgets}
-        self._index: dict[str | None, list[Budget]] = {}
+        self._lookup: tuple[_Index, _Answers] = ({}, {})
+        """The tenant index and the answers given from it, swapped as one."""
         self._reindex()
 
     def __iter__(self) -> Iterator[Budget]:
@@ -234,14 +242,29 @@ class BudgetBook:
         self.put(Budget.model_validate_json(value))
 
     def matching(self, event: UsageEvent) -> list[Budget]:
-        candidates = self._index.get(event.tenant, []) + self._index.get(None, [])
-        return [b for b in candidates if b.scope.matches(event)]
+        index, answers = self._lookup
+        key = (
+            event.tenant,
+            event.feature,
+            event.relay_key_id,
+            event.requested_model,
+            event.served_model,
+        )
+        found = answers.get(key)
+        if found is None:
+            candidates = index.get(event.tenant, []) + index.get(None, [])
+            found = [b for b in candidates if b.scope.matches(event)]
+            if len(answers) >= 100_000:
+                answers.clear()  # a bound on attributions remembered, not on correctness
+            answers[key] = found
+        return found
 
     def for_tenant(self, tenant: str) -> list[Budget]:
-        return self._index.get(tenant, []) + self._index.get(None, [])
+        index = self._lookup[0]
+        return index.get(tenant, []) + index.get(None, [])
 
     def _reindex(self) -> None:
-        index: dict[str | None, list[Budget]] = {}
+        index: _Index = {}
         for budget in self._budgets.values():
             index.setdefault(budget.scope.tenant, []).append(budget)
-        self._index = index
+        self._lookup = (index, {})

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import REPO, free_port
+from tokenops.settings import Settings
+from tokenops.supervisor import pipeline_children
 
 
 def run_tokenops(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -108,3 +110,19 @@ def test_prices_add_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
     assert no_fx.returncode == 2 and "no EUR->USD rate" in no_fx.stderr
     assert "Traceback" not in bad.stderr + no_fx.stderr
     assert not (tmp_path / "price_additions.jsonl").exists()
+
+
+def test_up_starts_the_configured_number_of_streams_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TOKENOPS_STREAMS_WORKERS", raising=False)
+
+    def streams(settings: Settings) -> list[tuple[str, str]]:
+        children = pipeline_children(settings, demo=False)
+        return [(c.name, c.command) for c in children if c.command == "streams"]
+
+    assert streams(Settings()) == [("streams", "streams")]
+    assert streams(Settings(streams_workers=2)) == [
+        ("streams", "streams"),
+        ("streams-2", "streams"),
+    ]

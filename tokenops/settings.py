@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     relay_workers: int = Field(1, ge=1, le=64)
     """Relay processes sharing the port, each with its own publisher, spool slot and budget
     gate (a relay is single-threaded Python: one worker per core uses them all)."""
+    streams_workers: int = Field(1, ge=1, le=64)
+    """Streams worker processes `tokenops up` starts, in one consumer group: the usage topic's
+    partitions are split among them (a worker is single-threaded Python: one per core, at most
+    one per partition)."""
+    ledger_mark_retention_s: float = Field(6 * 3600.0, gt=0)
+    """How long the budget ledger remembers a counted event to refuse it again, from the last
+    time it was seen (memory: about 460 bytes per event in the window)."""
     warehouse_host: str = "127.0.0.1"
     warehouse_port: int = Field(8081, gt=0, lt=65536)
     simulator_host: str = "127.0.0.1"

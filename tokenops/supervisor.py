@@ -90,7 +90,10 @@ def pipeline_children(settings: Settings, demo: bool) -> list[Child]:
     children += [
         Child("simulator", "simulator", _http_ok(f"{settings.simulator_url}/healthz")),
         Child("relay", "relay", _http_ok(f"{relay}/healthz")),
-        Child("streams", "streams"),
+        *(
+            Child("streams" if n == 0 else f"streams-{n + 1}", "streams")
+            for n in range(settings.streams_workers)
+        ),
         Child("alert-delivery", "alerts deliver"),
         Child("warehouse", "warehouse", _http_ok(f"{warehouse}/healthz")),
     ]

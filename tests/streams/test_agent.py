@@ -1,6 +1,7 @@
 """The price-and-count agent in faust's test context: the real agent, tables and ledger on
-faust's in-memory transport; what it hands the Kafka producer is recorded (the real-broker
-behaviour is covered by test_ledger_recovery.py and the end-to-end tests)."""
+faust's in-memory transport; what it hands the Kafka producer (records one by one, priced events
+as record batches) is recorded (the real-broker behaviour is covered by test_ledger_recovery.py
+and the end-to-end tests)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.alert_event import AlertEvent
 from ingest.budget_state import BudgetState
@@ -30,15 +32,49 @@ def call(input_tokens: int = 1_000_000) -> UsageEvent:
     return usage_event(TokenCounts(input_uncached=input_tokens), event_time=NOW)
 
 
+class RecordedBatch(BatchBuilder):
+    """A real record batch that also keeps what was appended to it."""
+
+    def __init__(self) -> None:
+        super().__init__(256 * 1024, 0)
+        self.records: list[tuple[bytes | None, bytes]] = []
+
+    def append(self, *, timestamp: Any, key: Any, value: Any, headers: Any = ()) -> Any:
+        metadata = super().append(timestamp=timestamp, key=key, value=value, headers=[])
+        if metadata is not None:
+            self.records.append((key, value))
+        return metadata
+
+
+class BatchRecorder:
+    """The aiokafka producer's batch interface, recording each batch it is handed."""
+
+    def __init__(self, sent: list[tuple[str, bytes | None, bytes]]) -> None:
+        self._sent = sent
+
+    def create_batch(self) -> RecordedBatch:
+        return RecordedBatch()
+
+    async def send_batch(self, batch: RecordedBatch, topic: str, *, partition: int) -> None:
+        self._sent.extend((topic, key, value) for key, value in batch.records)
+
+
 async def run_agent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: list[tuple[int, bytes]]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    records: list[tuple[int, bytes]],
+    pause_s: float = 0.0,
+    ledger_keys: list[str] | None = None,
+    **settings_: Any,
 ) -> list[tuple[str, bytes | None, bytes]]:
     config = tmp_path / "config"
     config.mkdir()
     budget = {"id": "acme-day", "tenant": "acme", "period": "day", "limit_usd": "0.40",
               "thresholds": ["0.5", "1.0"], "hard": True}  # fmt: skip
     (config / "budgets.yaml").write_text(yaml.safe_dump({"budgets": [budget]}))
-    settings = Settings(kafka_bootstrap="127.0.0.1:1", config_dir=config, data_dir=tmp_path)
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:1", config_dir=config, data_dir=tmp_path, **settings_
+    )
     app = create_app(settings)
     sent: list[tuple[str, bytes | None, bytes]] = []
 
@@ -46,10 +82,14 @@ async def run_agent(
         sent.append((topic, key, value))
 
     monkeypatch.setattr(app.producer, "send", record)
+    monkeypatch.setattr(app.producer, "_ensure_producer", lambda: BatchRecorder(sent))
     async with app.agents["streams.app.price_and_count"].test_context() as agent:
         for partition, value in records:
             await agent.put(key=b"acme", value=value, partition=partition)
+            await asyncio.sleep(pause_s)
         await asyncio.sleep(0.3)  # the agent takes batches of at most 50 ms
+        if ledger_keys is not None:
+            ledger_keys.extend(app.tables["budget_ledger"].keys())
     return sent
 
 
@@ -79,6 +119,29 @@ def test_the_agent_prices_counts_once_and_alerts_per_threshold(
         ("BREACH", Decimal("1.0")),
     ]
     assert alerts[1].trigger_event_id == third.event_id and alerts[1].budget_id == "acme-day"
+
+
+def test_the_agent_forgets_an_event_once_its_marks_expire(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a retention of 0.2 s, a duplicate 0.5 s later counts again (in production the
+    window is hours); the faust table drops the expired marks record."""
+    event = call()
+    records = [(0, event.to_wire()), (0, event.to_wire())]
+    keys: list[str] = []
+    sent = asyncio.run(
+        run_agent(
+            tmp_path,
+            monkeypatch,
+            records,
+            pause_s=0.5,
+            ledger_keys=keys,
+            ledger_mark_retention_s=0.2,
+        )
+    )
+    states = [BudgetState.model_validate_json(v) for v in on(sent, BUDGET_STATE)]
+    assert [s.events for s in states] == [1, 2]
+    assert len([k for k in keys if k.startswith("m|")]) == 1  # the first batch's record is gone
 
 
 def test_bad_records_are_dead_lettered_and_the_agent_keeps_going(

@@ -3,7 +3,7 @@ uses faust tables with the same keys)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,9 +39,10 @@ def budget(**fields: Any) -> Budget:
 class Ledger:
     """A ledger with its two tables, fed one batch per call from one partition."""
 
-    def __init__(self, *budgets: Budget, partitions: int = 3) -> None:
+    def __init__(self, *budgets: Budget, partitions: int = 3, retention_s: int = 6 * 3600) -> None:
         self.book = BudgetBook(budgets)
-        self.ledger = BudgetLedger(self.book, partitions)
+        retention = timedelta(seconds=retention_s)
+        self.ledger = BudgetLedger(self.book, partitions, mark_retention=retention)
         self.table: dict[str, str] = {}
         self.batches = 0
 
@@ -72,6 +73,54 @@ def test_a_redelivered_event_never_counts_twice_in_a_batch_or_later() -> None:
     assert ledger.apply(event, event) == ["WARN"]
     assert ledger.apply(event) == []
     assert ledger.total(b).spend_usd == Decimal("0.75") and ledger.total(b).events == 1
+
+
+def test_marks_last_one_window_from_the_last_sighting_then_leave_the_table() -> None:
+    b = budget(limit_usd="100")
+    ledger = Ledger(b, retention_s=3600)
+    event = priced("0.75")
+    minutes = [NOON + timedelta(minutes=m) for m in (0, 50, 100, 200)]
+    ledger.apply(event, now=minutes[0])
+    ledger.apply(event, now=minutes[1])  # a duplicate within the hour: skipped, seen again
+    ledger.apply(event, now=minutes[2])  # the first record expired, the second holds it
+    assert ledger.total(b).events == 1
+    assert len([k for k in ledger.table if k.startswith("m|")]) == 2
+    ledger.apply(event, now=minutes[3])  # over an hour since it was last seen: counts again
+    assert ledger.total(b).events == 2
+    assert len([k for k in ledger.table if k.startswith("m|")]) == 1
+
+
+def test_a_restarted_ledger_expires_marks_by_when_they_were_counted() -> None:
+    b = budget(limit_usd="100")
+    first = Ledger(b, retention_s=3600)
+    old, recent = priced("0.1"), priced("0.2")
+    first.apply(old, now=NOON)
+    first.apply(recent, now=NOON + timedelta(minutes=50))
+    restarted = Ledger(b, retention_s=3600)
+    restarted.table, restarted.batches = dict(first.table), first.batches
+    restarted.apply(old, recent, now=NOON + timedelta(minutes=70))
+    assert restarted.total(b).events == 3  # `old` came back after its hour, `recent` within
+
+
+def test_marks_written_without_a_time_expire_one_window_after_the_restart() -> None:
+    b = budget(limit_usd="100")
+    first = Ledger(b, retention_s=3600)
+    event = priced("0.1")
+    first.apply(event, now=NOON)
+    restarted = Ledger(b, retention_s=3600)
+    restarted.table = {  # as an earlier version wrote it: key and record without the time
+        ("m|0|1" if k.startswith("m|") else k): "\n".join(
+            line for line in v.splitlines() if not line.startswith("@")
+        )
+        if k.startswith("m|")
+        else v
+        for k, v in first.table.items()
+    }
+    restart = NOON + timedelta(hours=5)
+    restarted.apply(event, now=restart)
+    assert restarted.total(b).events == 1
+    restarted.apply(event, now=restart + timedelta(minutes=61))
+    assert restarted.total(b).events == 2
 
 
 def test_a_restarted_ledger_resumes_from_its_tables_without_realerting() -> None:
@@ -192,3 +241,47 @@ def test_hard_budget_states_name_the_events_they_counted() -> None:
     soft = Ledger(budget())
     soft.apply(*events)
     assert soft.states[0].counted == ()
+
+
+def test_a_budget_across_tenants_alerts_once_standby_copies_show_its_crossing() -> None:
+    """Two workers, each owning one partition and reading the other's from a standby copy that
+    lags: neither batch crosses the limit where its worker sees it; the review that follows the
+    catch-up does, on both workers, under one alert id."""
+    org = budget(scope={}, limit_usd=None, limit_requests=100, thresholds=["1.0"])
+    first, second = Ledger(org), Ledger(org)
+    first.apply(*[priced("0", tenant="acme") for _ in range(60)], partition=0)
+    second.apply(*[priced("0", tenant="globex") for _ in range(60)], partition=1)
+    assert first.alerts == [] and second.alerts == []
+    start = org.window(NOON)[0]
+    for ledger, other, partition in ((first, second, 1), (second, first, 0)):
+        key = partial_key(org.id, start, partition)
+        ledger.table[key] = other.table[key]  # the standby copy catches up
+    announced = [ledger.ledger.review(ledger.table, NOON) for ledger in (first, second)]
+    assert [[a.state for a in alerts] for alerts in announced] == [["BREACH"], ["BREACH"]]
+    assert announced[0][0].alert_id == announced[1][0].alert_id
+    assert first.ledger.review(first.table, NOON) == []  # announced once per worker
+
+
+def test_a_lowered_limit_alerts_at_the_next_review() -> None:
+    b = budget(thresholds=["1.0"])
+    ledger = Ledger(b)
+    ledger.apply(priced("0.80"))
+    ledger.book.put(b.model_copy(update={"limit_usd": Decimal("0.50")}))
+    assert [a.state for a in ledger.ledger.review(ledger.table, NOON)] == ["BREACH"]
+
+
+def test_after_a_restart_newer_marks_win_over_records_written_without_a_time() -> None:
+    day = budget(limit_usd="100")
+    feature = budget(scope={"tenant": "acme", "feature": "search"}, limit_usd="100")
+    first = Ledger(day)
+    event = priced("0.1", feature="search")
+    first.apply(event, now=NOON)
+    for key in [k for k in first.table if k.startswith("m|")]:  # as an earlier version wrote it
+        record = first.table.pop(key)
+        first.table["m|0|1"] = "\n".join(x for x in record.splitlines() if not x.startswith("@"))
+    first.book.put(feature)
+    first.apply(event, now=NOON + timedelta(minutes=1))  # counts for the new budget only
+    restarted = Ledger(day, feature)
+    restarted.table, restarted.batches = dict(first.table), first.batches
+    restarted.apply(event, now=NOON + timedelta(minutes=2))
+    assert restarted.total(day).events == 1 and restarted.total(feature).events == 1

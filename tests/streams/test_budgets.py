@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from streams.budgets import Budget, load_budgets
+from ingest.usage_event import TokenCounts
+from streams.budgets import Budget, BudgetBook, load_budgets
+from tests.support import usage_event
 from tokenops.errors import ConfigError
 
 
@@ -85,3 +88,20 @@ def test_a_budgets_file_with_an_error_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="same id"):
         load_budgets(path)
     assert load_budgets(tmp_path / "absent.yaml") == []
+
+
+def test_the_book_answers_matching_from_the_budgets_in_force_after_each_change() -> None:
+    event = usage_event(TokenCounts(input_uncached=10), tenant="acme", feature="search")
+    other = usage_event(TokenCounts(input_uncached=10), tenant="acme", feature="chat")
+    search = Budget.model_validate(
+        {"scope": {"tenant": "acme", "feature": "search"}, "period": "day", "limit_usd": "1"}
+    )
+    book = BudgetBook([])
+    assert book.matching(event) == []
+    book.put(search)
+    assert book.matching(event) == [search] and book.matching(other) == []
+    raised = search.model_copy(update={"limit_usd": Decimal("2")})
+    book.put(raised)
+    assert book.matching(event) == [raised]
+    book.delete(search.id)
+    assert book.matching(event) == []
