@@ -1,7 +1,8 @@
 """Kafka -> great-expectations -> DuckDB: the warehouse loader.
 
-Per micro-batch (whatever arrived within 1 s, up to 100,000 records: a backlog loads in big
-batches, which is where the expectation suite's fixed cost per batch, ~0.2 s, stops mattering):
+Per micro-batch (whatever arrived within 1 s, up to MAX_RECORDS: a backlog loads in big
+batches, which is where the expectation suite's fixed cost per batch, ~0.2 s, stops mattering;
+steps 1-2 of one batch run while the previous batch is in steps 3-5, see `Pipeline`):
 1. decode usage and price it as columns (ingest.usage_batch); decode each record that path
    hands back, and every other record, against its contract (usage events, imported usage,
    alerts, alert deliveries, price versions), pricing usage with ingest.pricing;
@@ -29,7 +30,8 @@ from typing import TypeAlias
 import pandas as pd
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from ingest.alert_delivery import AlertDelivery
@@ -250,23 +252,31 @@ class WarehouseLoader:
             )
         batch.calls = kept
 
-    def load_records(self, records: Sequence[Record]) -> tuple[BatchResult, list[Quarantined]]:
-        """Steps 1-4 minus the dead letters, synchronously (replay and tests call this too)."""
+    def prepare(self, records: Sequence[Record]) -> Prepared:
+        """Steps 1-2: decode, price and check `records`; nothing is written yet."""
         batch, versions = self.micro_batch(records)
-        result = self._store.load_batch(batch)
-        for version in versions:
+        return Prepared(records, batch, versions)
+
+    def write(self, prepared: Prepared) -> tuple[BatchResult, list[Quarantined]]:
+        """Steps 3-4 minus the dead letters: the one transaction, then the new price versions."""
+        result = self._store.load_batch(prepared.batch)
+        for version in prepared.versions:
             self.pricer.book.add(version)
-        if versions:
+        if prepared.versions:
             self.reconcile_price_versions()
         stats = self.stats
-        stats.consumed += len(records)
+        stats.consumed += len(prepared.records)
         stats.loaded += result.calls_loaded
         stats.duplicates += sum(t.duplicates for t in result.tallies.values())
         stats.alerts += result.alerts_loaded
         stats.deliveries += result.deliveries_loaded
         stats.quarantined += result.quarantined
         stats.last_load_at = datetime.now(UTC)
-        return result, batch.quarantined
+        return result, prepared.batch.quarantined
+
+    def load_records(self, records: Sequence[Record]) -> tuple[BatchResult, list[Quarantined]]:
+        """Steps 1-4 minus the dead letters, synchronously (tests call this)."""
+        return self.write(self.prepare(records))
 
     def reconcile_price_versions(self) -> int:
         """Apply every own price version the warehouse has not applied yet (e.g. added while
@@ -295,15 +305,91 @@ class WarehouseLoader:
         producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
         await consumer.start()
         await producer.start()
+        pipeline = Pipeline(self)
+
+        async def finish(loaded: list[Loaded]) -> None:
+            for done in loaded:
+                sent = [await producer.send(DEAD_LETTERS, dead_letter(q)) for q in done.quarantined]
+                await asyncio.gather(*sent)
+                # A partition reassigned meanwhile is read again by its new owner from the last
+                # commit; its records are then counted as duplicates, never loaded twice.
+                mine = consumer.assignment()
+                offsets = {tp: offset for tp, offset in done.offsets.items() if tp in mine}
+                try:
+                    if offsets:
+                        await consumer.commit(offsets)
+                except CommitFailedError as exc:
+                    log.warning("offsets not committed (%s); the batch will be read again", exc)
+
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=1_000, max_records=self.max_records)
                 records = [r for partition in batches.values() for r in partition]
-                if records:
-                    _, quarantined = await asyncio.to_thread(self.load_records, records)
-                    sent = [await producer.send(DEAD_LETTERS, dead_letter(q)) for q in quarantined]
-                    await asyncio.gather(*sent)
-                    await consumer.commit()
+                await finish(await pipeline.submit(records) if records else await pipeline.drain())
+            await finish(await pipeline.drain())
         finally:
             await consumer.stop()
             await producer.stop()
+
+
+@dataclass
+class Prepared:
+    """A micro-batch decoded, priced and checked, not written yet."""
+
+    records: Sequence[Record]
+    batch: MicroBatch
+    versions: list[PriceVersion]
+
+
+@dataclass
+class Loaded:
+    """A micro-batch written: its outcome and the offsets to commit for it."""
+
+    records: Sequence[Record]
+    result: BatchResult
+    quarantined: list[Quarantined]
+
+    @property
+    def offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the batch's last record there."""
+        after: dict[TopicPartition, int] = {}
+        for r in self.records:
+            tp = TopicPartition(r.topic, r.partition)
+            after[tp] = max(after.get(tp, 0), r.offset + 1)
+        return after
+
+
+class Pipeline:
+    """Micro-batches in a pipeline: batch N+1 is decoded, priced and checked (in one thread)
+    while batch N is written (in another). Both stages are mostly DuckDB, which leaves the
+    interpreter while it works, and each has single-threaded parts (the expectation suite, the
+    commit) the other fills. Batches are written one at a time, in order, so deduplication and
+    the conservation counts are as if loaded one by one. A batch with new price versions is
+    written before the next is prepared: that one is priced with them, as without the pipeline.
+    """
+
+    def __init__(self, loader: WarehouseLoader) -> None:
+        self._loader = loader
+        self._writing: tuple[asyncio.Task[tuple[BatchResult, list[Quarantined]]], Prepared] | None
+        self._writing = None
+
+    async def submit(self, records: Sequence[Record]) -> list[Loaded]:
+        """Prepare `records` (while the previous batch is written), then start writing them.
+        Returns the batches whose write finished meanwhile, oldest first."""
+        loaded = []
+        if self._writing is not None and self._writing[1].versions:
+            loaded += await self.drain()
+        prepared = await asyncio.to_thread(self._loader.prepare, records)
+        loaded += await self.drain()
+        writing = asyncio.create_task(asyncio.to_thread(self._loader.write, prepared))
+        self._writing = writing, prepared
+        return loaded
+
+    async def drain(self) -> list[Loaded]:
+        """Wait for the batch being written, if any."""
+        if self._writing is None:
+            return []
+        task, prepared = self._writing
+        self._writing = None
+        result, quarantined = await task
+        return [Loaded(prepared.records, result, quarantined)]

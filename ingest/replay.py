@@ -11,7 +11,6 @@ the call with it directly; the effective cost is the same.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from ingest.loader import LOADED_TOPICS, WarehouseLoader
+from ingest.loader import LOADED_TOPICS, Loaded, Pipeline, WarehouseLoader
 
 
 @dataclass
@@ -49,6 +48,14 @@ async def replay(
     )
     await consumer.start()
     progress = ReplayProgress()
+    pipeline = Pipeline(loader)
+
+    def count(loaded: list[Loaded]) -> None:
+        for done in loaded:
+            progress.records.update(r.topic for r in done.records)
+            progress.calls_loaded += done.result.calls_loaded
+            progress.quarantined += done.result.quarantined
+
     try:
         present = await consumer.topics()
         partitions = [
@@ -76,10 +83,7 @@ async def replay(
                     reached.add(tp)
             if records:
                 idle_since = time.monotonic()
-                result, _ = await asyncio.to_thread(loader.load_records, records)
-                progress.records.update(r.topic for r in records)
-                progress.calls_loaded += result.calls_loaded
-                progress.quarantined += result.quarantined
+                count(await pipeline.submit(records))
             elif len(reached) == len(partitions):
                 break
             elif time.monotonic() - idle_since > idle_timeout_s:
@@ -88,6 +92,7 @@ async def replay(
                     f"{tp.topic}[{tp.partition}]": end[tp] for tp in partitions if tp not in reached
                 }
                 break
+        count(await pipeline.drain())
     finally:
         await consumer.stop()
     return progress

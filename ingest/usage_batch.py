@@ -27,6 +27,7 @@ from typing import TypeAlias
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from aiokafka.structs import ConsumerRecord
 
 from ingest.price_book import TOKEN_CLASSES
@@ -388,7 +389,11 @@ class UsageBatchPricer:
         con.register("models", self._models())
         con.register("choices", self._choices())
         try:
-            calls = con.sql(PRICE + " ORDER BY position").to_arrow_table()  # no table between
+            calls = con.sql(PRICE).to_arrow_table()  # no table between
+            # In batch order (the first of a repeated id is the one offered; the file keeps
+            # topic order): a sort of the positions alone, where DuckDB's ORDER BY sorted whole
+            # rows (about 1 µs of wall time per row more).
+            calls = calls.take(pc.sort_indices(calls.column("position")))
         finally:
             for name in ("usage_refused", "models", "choices"):
                 con.unregister(name)

@@ -56,6 +56,14 @@ KEYLESS = ("calls", "daily_costs")
 file moves their rows into the keyless tables once."""
 ROLLUP_SLACK = 200_000
 """Rollup rows appended since the last merge that make the store merge the days they touched."""
+CHECKPOINT_THRESHOLD = "512MiB"
+"""How much write-ahead log makes DuckDB checkpoint at a commit. A large micro-batch's calls go
+straight to the file, but its partial rollup rows and their merge are logged, which is more than
+DuckDB's default (16 MiB) for a backlog's batch: every such commit paid for a checkpoint, about
+5 µs of a row's ~20, growing with the file. Checkpointing every 512 MiB
+costs about 1.7 µs per row in all. The price is on a crash: a restart replays up to that much
+log first (a 200 MB log took 5.6 s on the 2-core development machine). A clean close
+checkpoints."""
 
 
 @dataclass(frozen=True)
@@ -213,9 +221,20 @@ def _per_origin(table: pa.Table) -> dict[tuple[str, int, datetime], int]:
 def _present_ids(cur: duckdb.DuckDBPyConnection, offered: str) -> pa.Array:
     """The event ids of the registered relation `offered` that `calls` already holds. Time-ordered
     ids (UUIDv7, as the relay writes them) let DuckDB skip every row group whose id range misses
-    the batch's, so this reads little of a large table."""
+    the batch's: the batch's lowest and highest id bound the scan as constants, which DuckDB
+    checks against each row group's min/max before reading it (a semi join alone left the id
+    column read more and more as the table grew: 0.2 µs per offered row at 1 million calls,
+    1.3 µs at 10 million)."""
+    [(low, high)] = cur.execute(f"SELECT min(event_id), max(event_id) FROM {offered}").fetchall()
+    if low is None:
+        return pa.array([], pa.string())
     return (
-        cur.sql(f"SELECT event_id FROM calls WHERE event_id IN (SELECT event_id FROM {offered})")
+        cur.sql(
+            f"""SELECT event_id FROM calls
+                WHERE event_id BETWEEN $low AND $high
+                  AND event_id IN (SELECT event_id FROM {offered})""",
+            params={"low": low, "high": high},
+        )
         .to_arrow_table()
         .column("event_id")
         .combine_chunks()
@@ -252,6 +271,7 @@ class WarehouseStore:
                 "tokenops allows one writer: query it through that process's API, or stop it "
                 "first"
             ) from None
+        self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._write_lock = threading.Lock()
         self._rollup_appended = 0
         self._rollup_days: set[date] = set()

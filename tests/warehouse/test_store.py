@@ -170,6 +170,35 @@ def test_alerts_and_quarantine_are_stored_idempotently(store: WarehouseStore) ->
     assert quarantined == [("tenant: Field required",)]
 
 
+def test_a_committed_load_survives_a_writer_that_dies_without_closing(tmp_path: Path) -> None:
+    """The store checkpoints only every CHECKPOINT_THRESHOLD of log, so a commit's rows may live
+    in the write-ahead log alone: a writer killed after the commit loses none of them."""
+    path = tmp_path / "warehouse.duckdb"
+    script = (
+        "import os, sys\n"
+        "from tests.warehouse.test_store import call\n"
+        "from warehouse.store import WarehouseStore\n"
+        f"store = WarehouseStore(__import__('pathlib').Path({str(path)!r}))\n"
+        "result = store.load([call(input_uncached=1000, output=500) for _ in range(3)], [], [])\n"
+        "print(result.inserted, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    writer = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, cwd=Path(__file__).parents[2]
+    )
+    assert writer.returncode == -9 and writer.stdout == b"3\n", writer.stderr
+    assert path.with_name(path.name + ".wal").stat().st_size > 0, "nothing waited in the log"
+    reopened = WarehouseStore(path)
+    try:
+        with reopened.cursor() as cur:
+            assert cur.execute("SELECT count(*), sum(cost_usd) FROM calls").fetchall() == [
+                (3, Decimal("0.00135"))
+            ]
+            assert cur.execute("SELECT sum(requests) FROM daily_costs").fetchall() == [(3,)]
+    finally:
+        reopened.close()
+
+
 def test_a_second_writer_gets_an_error_naming_the_holder(tmp_path: Path) -> None:
     path = tmp_path / "warehouse.duckdb"
     holder = subprocess.Popen(
