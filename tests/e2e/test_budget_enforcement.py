@@ -17,7 +17,12 @@ from tests.e2e.conftest import FINANCE, Pipeline, poll, running_pipeline
 
 pytestmark = pytest.mark.slow
 
-LIMIT = Decimal("0.002")
+LIMIT = Decimal("0.001")
+# Each burst call answers exactly BURST_OUTPUT tokens (a simulator directive), so the 50 calls cost
+# about $0.00166 at gpt-4o-mini's prices: over the limit even if they do not overlap at all (then
+# the ledger's count, not the reservations, refuses the later ones).
+BURST_OUTPUT = 50
+ANSWER = f"[[sim:completion_tokens={BURST_OUTPUT}]]"
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +72,8 @@ async def burst(pipeline: Pipeline, calls: int) -> list[Any]:
         try:
             return await sdk.chat.completions.create(
                 model="gpt-4o-mini",
-                messages=[{"role": "user", "content": f"Summarise ticket {i} for the team."}],
-                max_tokens=50,
+                messages=[{"role": "user", "content": f"Summarise ticket {i}. {ANSWER}"}],
+                max_tokens=BURST_OUTPUT,
                 extra_headers={"x-feature": "burst", "x-prompt-version": "burst-v1"},
             )
         except openai.RateLimitError as exc:

@@ -105,8 +105,10 @@ def test_a_60_second_broker_outage_under_traffic_loses_and_doubles_nothing(
         broker.terminate()
         broker.wait(10)
         outage_ends = time.monotonic() + 60
+        during_outage = 0
         while time.monotonic() < outage_ends:  # steady traffic while the broker is away
             sent.append(call(relay))
+            during_outage += 1
             time.sleep(0.2)
         status = ready(relay)
         assert status["broker"] == "unreachable" and status["spool_depth"] > 0
@@ -125,7 +127,10 @@ def test_a_60_second_broker_outage_under_traffic_loses_and_doubles_nothing(
         counts = Counter(delivered)
         assert set(counts) == set(sent)
         assert [i for i, n in counts.items() if n > 1] == []
-        assert len(sent) > 150  # steady traffic all through the outage, even on a busy machine
+        # Traffic went on all through the outage: about 240 calls here (a call takes ~50 ms and
+        # the loop sleeps 0.2 s); a busy CI host managed 72, so only a relay that stalls while
+        # the broker is away (e.g. blocks its requests on reconnects) fails this.
+        assert during_outage >= 40
     finally:
         for service in services:
             service.stop()

@@ -122,7 +122,7 @@ def test_duplicates_and_a_killed_worker_count_each_event_once(
     services.append(worker)
     wait_for(
         lambda: ledger_state(broker, budget.id)[0] > 0,
-        90,
+        180,
         "the worker never counted anything",
     )
     publish(broker, events)  # every event a second time, while the worker is counting
@@ -133,9 +133,11 @@ def test_duplicates_and_a_killed_worker_count_each_event_once(
     restarted = Service(["streams"], env, tmp_path / "streams-2.log")
     services.append(restarted)
     publish(broker, events[: EVENTS // 3])  # and a third time, after the restart
+    # The worker reads the shared usage topic from its start (every earlier test's events too),
+    # so on a slow machine in a full run this takes far longer than the 30 s it takes alone.
     wait_for(
         lambda: ledger_state(broker, budget.id)[0] >= EVENTS,
-        120,
+        300,
         f"the ledger did not reach {EVENTS} events (had {counted_at_kill} at the kill)",
     )
     time.sleep(3)  # anything still in flight would show up as an over-count
