@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from relay import routes
 from relay.budget_gate import BudgetGate
@@ -29,7 +30,7 @@ from relay.model_catalog import ModelCatalog
 from relay.spool import SpoolSlot
 from relay.state import CallerDep, Relay, RelayDep
 from relay.tenants import TenantDirectory
-from relay.upstream_transport import AiohttpTransport
+from relay.upstream import Upstream
 from relay.usage_publisher import UsagePublisher
 from streams.budgets import load_budgets
 from tokenops.broker import port_is_open
@@ -52,7 +53,7 @@ def build_relay(settings: Settings) -> Relay:
         settings=settings,
         catalog=ModelCatalog.load(settings.config_dir / "models.yaml", settings),
         tenants=TenantDirectory.load(settings.config_dir / "tenants.yaml"),
-        upstream=AiohttpTransport(max_connections=1000),
+        upstream=Upstream(max_connections=1000),
         publisher=publisher,
         breakers=CircuitBreakers(settings.breaker_failures, settings.breaker_cooldown_s),
         gate=gate,
@@ -72,12 +73,30 @@ async def refresh_metrics(metrics: RelayMetrics, shared: Path) -> None:
 
 def error_response(request: Request, error: RelayError) -> JSONResponse:
     """The error in the caller's protocol: Anthropic's envelope on /v1/messages."""
-    if request.url.path.endswith("/v1/messages"):
-        return JSONResponse(error.anthropic_body(), error.status, headers=error.headers)
-    return JSONResponse(error.openai_body(), error.status, headers=error.headers)
+    protocol = "anthropic" if request.url.path.endswith("/v1/messages") else "openai"
+    return routes.error_response(error, protocol)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class RelayApp:
+    """The relay's ASGI application: a POST to a model endpoint goes straight to
+    `routes.serve`; everything else (lifespan, /v1/models, health, metrics, the OpenAPI
+    document, wrong methods) to the FastAPI app. The FastAPI routes of the model endpoints
+    answer the same way, through the same function."""
+
+    def __init__(self, api: FastAPI, relay: Relay) -> None:
+        self.api = api
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = routes.MODEL_PATHS.get(scope["path"])
+            if endpoint is not None:
+                await routes.serve(self.relay, endpoint, scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> RelayApp:
     settings = settings or get_settings()
     relay = build_relay(settings)
 
@@ -100,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if refresher is not None:
                 refresher.cancel()
-            await relay.upstream.aclose()
+            await relay.upstream.close()
             relay.gate.close()
             relay.publisher.close()
             relay.spool_slot.release()
@@ -160,10 +179,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unexpected relay error")
         return error_response(request, RelayError("The relay failed unexpectedly."))
 
-    return app
+    return RelayApp(app, relay)
 
 
-def create_worker_app() -> FastAPI:
+def create_worker_app() -> RelayApp:
     """The app of one relay worker process (`TOKENOPS_RELAY_WORKERS` > 1): each process logs
     like the relay and builds its own publisher, spool slot and budget gate, and shuts down
     (spooling what it holds) if the relay's parent process disappears."""

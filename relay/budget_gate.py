@@ -281,6 +281,7 @@ class BudgetGate:
                     enable_auto_commit=False,
                     consumer_timeout_ms=1000,
                     bootstrap_timeout_ms=5_000,
+                    metrics_enabled=False,
                 )
             except (KafkaError, OSError, ValueError):
                 self._stop.wait(2.0)

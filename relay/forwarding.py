@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
-import httpx
-from fastapi import Response
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ingest.token_usage import StreamUsage
 from ingest.usage_event import Outcome, UsageEvent
@@ -26,7 +26,12 @@ from relay.metering import Attribution, CallMeter
 from relay.model_catalog import Target
 from relay.state import Relay
 from relay.tenants import Caller
-from relay.upstream_transport import read_body
+from relay.upstream import (
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 EVENT_ID_HEADER = "x-tokenops-event-id"
 """Every relayed response names the usage event it produced."""
@@ -57,6 +62,9 @@ class Call:
     """True once the client has disconnected (checked while streaming)."""
     reservation: Reservation | None = None
     """The call's hold on its hard budgets; each event settles it (see relay.budget_gate)."""
+    after_answer: list[Callable[[], None]] = field(default_factory=list)
+    """Work that waits until the answer is sent (relay.routes.serve runs it, also when the
+    client has gone): the successful attempt's event, so the caller does not wait for it."""
 
 
 def upstream_headers(call: Call, target: Target) -> dict[str, str]:
@@ -81,7 +89,31 @@ def _payload(call: Call, target: Target) -> bytes:
     return json.dumps(body).encode()
 
 
-async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Response:
+class Answer:
+    """An upstream's answer passed on whole, as two ASGI messages (Starlette's Response does
+    more per call than a body that is already encoded needs)."""
+
+    __slots__ = ("body", "raw_headers", "status_code")
+
+    def __init__(self, body: bytes, status_code: int, content_type: str, event_id: str) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", content_type.encode("latin-1", errors="replace")),
+            (EVENT_ID_HEADER.encode(), event_id.encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def forward(
+    relay: Relay, call: Call, targets: tuple[Target, ...]
+) -> Answer | StreamingResponse:
     deadline = time.monotonic() + relay.settings.request_deadline_s
     fallback_reason: str | None = None
     failure = UpstreamFailed("No upstream target is available for this model.", unavailable=True)
@@ -107,37 +139,36 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
             prompt_chars=call.prompt_chars,
         )
         wait_s = min(remaining, relay.settings.upstream_timeout_s)
-        request = httpx.Request(
-            "POST",
-            relay.upstream_url(target.base_url, call.endpoint.upstream_path),
-            content=_payload(call, target),
-            headers=upstream_headers(call, target),
-            extensions={"timeout": {"connect": 5.0, "read": wait_s, "write": wait_s}},
-        )
         try:
-            upstream = await relay.upstream.handle_async_request(request)
-            if upstream.status_code in RETRYABLE_STATUS and not last:
-                await read_body(upstream)
+            upstream = await relay.upstream.post(
+                relay.upstream_url(target.base_url, call.endpoint.upstream_path),
+                _payload(call, target),
+                upstream_headers(call, target),
+                connect_s=min(5.0, wait_s),
+                read_s=wait_s,
+            )
+            if upstream.status in RETRYABLE_STATUS and not last:
+                upstream.close()
                 breaker.failure()
-                fallback_reason = f"http_{upstream.status_code}"
+                fallback_reason = f"http_{upstream.status}"
                 relay.publish(
                     meter.event(
                         outcome="upstream_error",
-                        http_status=upstream.status_code,
+                        http_status=upstream.status,
                         error_code=fallback_reason,
                     ),
                     call.reservation,
                 )
                 continue
-            if call.stream and upstream.status_code == 200:
+            if call.stream and upstream.status == 200:
                 breaker.success()
                 return StreamingResponse(
                     relay_stream(relay, call, upstream, meter),
                     media_type=upstream.headers.get("content-type", "text/event-stream"),
                     headers={"cache-control": "no-cache", EVENT_ID_HEADER: meter.event_id},
                 )
-            content = await read_body(upstream)
-        except httpx.TimeoutException:
+            content = await upstream.read()
+        except UpstreamTimeout:
             breaker.failure()
             fallback_reason = "timeout"
             relay.publish(
@@ -146,28 +177,28 @@ async def forward(relay: Relay, call: Call, targets: tuple[Target, ...]) -> Resp
             )
             failure = UpstreamFailed(f"Upstream {target.provider} timed out.", timeout=True)
             continue
-        except httpx.HTTPError as exc:
+        except UpstreamUnreachable as exc:
             breaker.failure()
             fallback_reason = "connection_error"
             relay.publish(
                 meter.event(
-                    outcome="connection_error", http_status=None, error_code=type(exc).__name__
+                    outcome="connection_error",
+                    http_status=None,
+                    error_code=exc.code,
                 ),
                 call.reservation,
             )
             failure = UpstreamFailed(f"Upstream {target.provider} could not be reached.")
             continue
-        if upstream.status_code >= 500 or upstream.status_code == 429:
+        if upstream.status >= 500 or upstream.status == 429:
             breaker.failure()
         else:
             breaker.success()
-        relay.publish(completed_event(call, meter, upstream.status_code, content), call.reservation)
-        return Response(
-            content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type", "application/json"),
-            headers={EVENT_ID_HEADER: meter.event_id},
+        call.after_answer.append(
+            partial(publish_completed, relay, call, meter, upstream.status, content)
         )
+        content_type = upstream.headers.get("content-type", "application/json")
+        return Answer(content, upstream.status, content_type, meter.event_id)
     raise failure
 
 
@@ -178,6 +209,12 @@ def _service_tier(obj: Mapping[str, Any]) -> str | None:
         if isinstance(holder, Mapping) and isinstance(holder.get("service_tier"), str):
             return str(holder["service_tier"])
     return None
+
+
+def publish_completed(
+    relay: Relay, call: Call, meter: CallMeter, status: int, content: bytes
+) -> None:
+    relay.publish(completed_event(call, meter, status, content), call.reservation)
 
 
 def completed_event(call: Call, meter: CallMeter, status: int, content: bytes) -> UsageEvent:
@@ -206,7 +243,7 @@ def _stream_error(outcome: Outcome) -> str | None:
 
 
 async def relay_stream(
-    relay: Relay, call: Call, upstream: httpx.Response, meter: CallMeter
+    relay: Relay, call: Call, upstream: UpstreamResponse, meter: CallMeter
 ) -> AsyncIterator[bytes]:
     """Pass the SSE stream through line by line, reading usage on the way.
 
@@ -225,7 +262,7 @@ async def relay_stream(
     skip_blank = False
     lines = 0
     try:
-        async for line in upstream.aiter_lines():
+        async for line in upstream.lines():
             lines += 1
             # The server may drop writes to a closed connection silently: ask, and stop
             # paying for upstream tokens nobody reads.
@@ -262,10 +299,10 @@ async def relay_stream(
             yield line.encode() + b"\n"
         else:
             outcome = "ok" if finished else "upstream_error"
-    except httpx.HTTPError:
+    except UpstreamError:
         outcome = "connection_error"
     finally:
-        await upstream.aclose()
+        upstream.close()
         raw = usage.raw
         event = meter.event(
             outcome=outcome,

@@ -49,6 +49,8 @@ class RelayMetrics:
             registry=own,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
+        self._answered: dict[tuple[str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
         self.upstream_errors = Counter(
             "tokenops_relay_upstream_errors",
             "Upstream attempts that failed, by provider and outcome.",
@@ -84,6 +86,19 @@ class RelayMetrics:
             "tokenops_relay_budget_holds",
             "Reservations and settled calls the budget ledger has not counted yet.",
         )
+
+    def count(self, endpoint: str, status: int) -> None:
+        """One answered call (the labelled child is looked up once per endpoint and status)."""
+        child = self._answered.get((endpoint, status))
+        if child is None:
+            child = self._answered[(endpoint, status)] = self.requests.labels(endpoint, str(status))
+        child.inc()
+
+    def observe(self, endpoint: str, seconds: float) -> None:
+        child = self._latency.get(endpoint)
+        if child is None:
+            child = self._latency[endpoint] = self.latency.labels(endpoint)
+        child.observe(seconds)
 
     def refresh(self) -> None:
         """Copy this process's publisher and gate state into the gauges."""

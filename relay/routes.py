@@ -8,14 +8,17 @@ for the model name (and, for OpenAI streams, a request for usage).
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
+from starlette.types import Message, Receive, Scope, Send
 
 from relay.budget_gate import CallScope, Refusal
 from relay.errors import (
@@ -26,44 +29,123 @@ from relay.errors import (
     PermissionDenied,
     RelayError,
 )
-from relay.forwarding import Call, Endpoint, forward
+from relay.forwarding import Answer, Call, Endpoint, forward
 from relay.metering import Attribution
-from relay.state import Relay, current_caller
+from relay.state import Relay, caller_for
 
-
-class RelayRoute(APIRoute):
-    """A model endpoint takes the request as it is: it reads and checks the body itself (to
-    answer in the caller's protocol), so FastAPI's dependency and body handling is skipped.
-    The route stays in the OpenAPI document."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
-        return endpoint
-
-
-router = APIRouter(route_class=RelayRoute)
+log = logging.getLogger("tokenops.relay")
 
 CHAT = Endpoint("chat.completions", "/chat/completions", usage_option=True)
 COMPLETIONS = Endpoint("completions", "/completions", usage_option=True)
 EMBEDDINGS = Endpoint("embeddings", "/embeddings")
 RESPONSES = Endpoint("responses", "/responses")
 MESSAGES = Endpoint("messages", "/messages", protocol="anthropic")
+MODEL_PATHS = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
+    "/v1/responses": RESPONSES,
+    "/v1/messages": MESSAGES,
+}
 
 
-async def read_json_object(request: Request, limit: int) -> tuple[dict[str, Any], int]:
-    declared = request.headers.get("content-length")
+class ClientLeft(Exception):
+    """The client disconnected before its request body arrived: there is no one to answer."""
+
+
+def error_response(error: RelayError, protocol: str) -> JSONResponse:
+    """The error in the caller's protocol: Anthropic's envelope on /v1/messages."""
+    body = error.anthropic_body() if protocol == "anthropic" else error.openai_body()
+    return JSONResponse(body, error.status, headers=error.headers)
+
+
+async def serve(
+    relay: Relay, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """One call of a model endpoint, straight on ASGI.
+
+    The relay's entry (relay.app.RelayApp) sends the model paths here without FastAPI's
+    middleware, routing and request objects, which cost more per call than the relay's own
+    work; the FastAPI routes below come here too, so both ways answer the same."""
+    started = time.perf_counter()
+    after_answer: list[Callable[[], None]] = []
+    response: Answer | Response
+    try:
+        response = await handle(relay, endpoint, scope, receive, after_answer)
+    except ClientLeft:
+        return
+    except RelayError as exc:
+        status = exc.status
+        response = error_response(exc, endpoint.protocol)
+    except Exception:
+        log.exception("unexpected relay error")
+        status = 500
+        response = error_response(RelayError("The relay failed unexpectedly."), endpoint.protocol)
+    else:
+        status = response.status_code
+        relay.metrics.observe(endpoint.name, time.perf_counter() - started)
+    relay.metrics.count(endpoint.name, status)
+    try:
+        await response(scope, receive, send)
+    finally:
+        for step in after_answer:
+            try:
+                step()
+            except Exception:  # one step's failure must not keep the others from running
+                log.exception("metering a relayed call failed")
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name; of a repeated header, the first."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+
+
+async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"Request body of {declared} bytes exceeds the {limit} byte limit.")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise BodyTooLarge(f"Request body of {len(raw)} bytes exceeds the {limit} byte limit.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientLeft
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(
+                f"Request body of {size} or more bytes exceeds the {limit} byte limit."
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    return body, len(raw)
+    return body
+
+
+class Disconnect:
+    """Whether the client has gone, asked without waiting (as Starlette's Request does)."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._gone = False
+
+    async def __call__(self) -> bool:
+        if not self._gone:
+            message: Message = {}
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                message = await self._receive()
+            self._gone = message.get("type") == "http.disconnect"
+        return self._gone
 
 
 def _require(condition: bool, message: str, param: str) -> None:
@@ -71,12 +153,18 @@ def _require(condition: bool, message: str, param: str) -> None:
         raise InvalidRequest(message, param=param)
 
 
-async def handle(request: Request, endpoint: Endpoint) -> Response:
-    # The hot path resolves its two dependencies directly, without FastAPI's injection.
-    started = time.perf_counter()
-    relay: Relay = request.app.state.relay
-    caller = await current_caller(request)
-    body, size = await read_json_object(request, relay.settings.max_body_bytes)
+async def handle(
+    relay: Relay,
+    endpoint: Endpoint,
+    scope: Scope,
+    receive: Receive,
+    after_answer: list[Callable[[], None]],
+) -> Answer | StreamingResponse:
+    headers = request_headers(scope)
+    caller = caller_for(relay, headers)
+    raw = await read_body(receive, headers, relay.settings.max_body_bytes)
+    body = parse_json_object(raw)
+    size = len(raw)
     model = body.get("model")
     _require(isinstance(model, str) and bool(model), "You must provide a model parameter.", "model")
     assert isinstance(model, str)
@@ -96,14 +184,14 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         )
     if caller.allowed_models is not None and model not in caller.allowed_models:
         raise PermissionDenied(f"This key may not use the model `{model}`.", param="model")
-    attribution = Attribution.from_request(request.headers, body)
+    attribution = Attribution.from_request(headers, body)
     if caller.allowed_features is not None and attribution.feature not in caller.allowed_features:
         error = PermissionDenied(f"This key may not be used for feature {attribution.feature!r}.")
         error.code = "feature_not_allowed"
         raise error
-    scope = CallScope(caller.tenant, caller.key_id, attribution.feature, model, targets[0].model)
+    scope_ = CallScope(caller.tenant, caller.key_id, attribution.feature, model, targets[0].model)
     reservation = relay.gate.reserve(
-        scope, targets, body, size, with_output=endpoint is not EMBEDDINGS
+        scope_, targets, body, size, with_output=endpoint is not EMBEDDINGS
     )
     if isinstance(reservation, Refusal):
         raise BudgetExceeded(
@@ -118,23 +206,38 @@ async def handle(request: Request, endpoint: Endpoint) -> Response:
         body=body,
         stream=stream,
         prompt_chars=size,
-        client_headers=request.headers,
-        client_gone=request.is_disconnected,
+        client_headers=headers,
+        client_gone=Disconnect(receive),
         reservation=reservation,
+        after_answer=after_answer,
     )
     streaming = False
     try:
         response = await forward(relay, call, targets)
         streaming = isinstance(response, StreamingResponse)
-    except RelayError as exc:
-        relay.metrics.requests.labels(endpoint.name, str(exc.status)).inc()
-        raise
     finally:
         if reservation is not None and not streaming:  # a stream finishes it when it ends
-            relay.gate.finish(reservation)
-    relay.metrics.requests.labels(endpoint.name, str(response.status_code)).inc()
-    relay.metrics.latency.labels(endpoint.name).observe(time.perf_counter() - started)
+            # after the call's last event has settled it
+            after_answer.append(lambda: relay.gate.finish(reservation))
     return response
+
+
+class RelayRoute(APIRoute):
+    """A model endpoint in FastAPI's router, served by `serve` as it is: it reads and checks
+    the body itself (to answer in the caller's protocol), so FastAPI's request and body
+    handling is skipped. The route stays in the OpenAPI document."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        model_endpoint = MODEL_PATHS[path]
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await serve(scope["app"].state.relay, model_endpoint, scope, receive, send)
+
+        self.app = app
+
+
+router = APIRouter(route_class=RelayRoute)
 
 
 def _validate(endpoint: Endpoint, body: dict[str, Any]) -> None:
@@ -170,26 +273,12 @@ def _validate(endpoint: Endpoint, body: dict[str, Any]) -> None:
         )
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    return await handle(request, CHAT)
+async def _model_call(request: Request) -> Response:
+    """What FastAPI needs to document a model route; RelayRoute answers it with `serve`."""
+    raise AssertionError("a model route is served by RelayRoute")
 
 
-@router.post("/v1/completions")
-async def completions(request: Request) -> Response:
-    return await handle(request, COMPLETIONS)
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
-    return await handle(request, EMBEDDINGS)
-
-
-@router.post("/v1/responses")
-async def responses(request: Request) -> Response:
-    return await handle(request, RESPONSES)
-
-
-@router.post("/v1/messages")
-async def messages(request: Request) -> Response:
-    return await handle(request, MESSAGES)
+for _path, _endpoint in MODEL_PATHS.items():
+    router.add_api_route(
+        _path, _model_call, methods=["POST"], name=_endpoint.name.replace(".", "_")
+    )

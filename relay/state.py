@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated
 
-import httpx
 from fastapi import Depends, Request
+from yarl import URL
 
 from ingest.usage_event import UsageEvent
 from relay.budget_gate import BudgetGate, Reservation
@@ -16,6 +17,7 @@ from relay.metrics import RelayMetrics
 from relay.model_catalog import ModelCatalog
 from relay.spool import SpoolSlot
 from relay.tenants import Caller, TenantDirectory
+from relay.upstream import Upstream
 from relay.usage_publisher import UsagePublisher
 from tokenops.settings import Settings
 
@@ -25,23 +27,22 @@ class Relay:
     settings: Settings
     catalog: ModelCatalog
     tenants: TenantDirectory
-    upstream: httpx.AsyncBaseTransport
-    """Where calls go: a transport, not an httpx client, whose extras a proxy does not need
-    (its request building cost more than the rest of a call). It keeps no cookies, which would
-    carry one tenant's upstream cookies into another's calls."""
+    upstream: Upstream
+    """Where calls go. It keeps no cookies, which would carry one tenant's upstream cookies
+    into another's calls."""
     publisher: UsagePublisher
     breakers: CircuitBreakers
     gate: BudgetGate
     metrics: RelayMetrics
     spool_slot: SpoolSlot
-    _urls: dict[tuple[str, str], httpx.URL] = field(default_factory=dict)
+    _urls: dict[tuple[str, str], URL] = field(default_factory=dict)
 
-    def upstream_url(self, base_url: str, path: str) -> httpx.URL:
+    def upstream_url(self, base_url: str, path: str) -> URL:
         """The parsed URL of a target's endpoint (parsing one costs more than the rest of
         building the request)."""
         url = self._urls.get((base_url, path))
         if url is None:
-            url = self._urls[(base_url, path)] = httpx.URL(f"{base_url}{path}")
+            url = self._urls[(base_url, path)] = URL(f"{base_url}{path}")
         return url
 
     def publish(self, event: UsageEvent, reservation: Reservation | None = None) -> None:
@@ -58,17 +59,22 @@ async def current_relay(request: Request) -> Relay:
 
 
 async def current_caller(request: Request) -> Caller:
-    header = request.headers.get("authorization")
+    relay: Relay = request.app.state.relay
+    return caller_for(relay, request.headers)
+
+
+def caller_for(relay: Relay, headers: Mapping[str, str]) -> Caller:
+    """The caller a request's key names (OpenAI's bearer token or Anthropic's x-api-key)."""
+    header = headers.get("authorization")
     if header:
         scheme, _, key = header.partition(" ")
         key = key.strip() if scheme.lower() == "bearer" else ""
     else:
-        key = request.headers.get("x-api-key", "")
+        key = headers.get("x-api-key", "")
     if not key:
         raise AuthenticationFailed(
             "You didn't provide an API key. Send your relay key as 'Authorization: Bearer <key>'."
         )
-    relay: Relay = request.app.state.relay
     caller = relay.tenants.authenticate(key)
     if caller is None:
         raise AuthenticationFailed("Incorrect API key provided.")

@@ -46,7 +46,9 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _serve(app_obj: Any, host: str, port: int, workers: int | None = None) -> None:
+def _serve(
+    app_obj: Any, host: str, port: int, workers: int | None = None, proxy_headers: bool = True
+) -> None:
     import uvicorn
 
     from tokenops.broker import port_is_open
@@ -61,6 +63,7 @@ def _serve(app_obj: Any, host: str, port: int, workers: int | None = None) -> No
         http="httptools",
         log_level="warning",
         access_log=False,
+        proxy_headers=proxy_headers,
         # With workers, app_obj is an import string: each worker process builds its own app.
         workers=workers,
         factory=workers is not None,
@@ -125,7 +128,7 @@ def relay() -> None:
     settings = get_settings()
     if settings.relay_workers == 1:
         os.environ.pop(MULTIPROCESS_DIR, None)  # one process keeps its metrics in memory
-        _serve(create_app(settings), settings.relay_host, settings.relay_port)
+        _serve(create_app(settings), settings.relay_host, settings.relay_port, proxy_headers=False)
         return
     if port_is_open(settings.relay_host, settings.relay_port):
         raise TokenopsError(
@@ -147,6 +150,7 @@ def relay() -> None:
         settings.relay_host,
         settings.relay_port,
         workers=settings.relay_workers,
+        proxy_headers=False,
     )
 
 
