@@ -71,10 +71,19 @@ async def refresh_metrics(metrics: RelayMetrics, shared: Path) -> None:
         await asyncio.sleep(1.0)
 
 
-def error_response(request: Request, error: RelayError) -> JSONResponse:
+def error_response(request: Request, error: RelayError) -> Response:
     """The error in the caller's protocol: Anthropic's envelope on /v1/messages."""
     protocol = "anthropic" if request.url.path.endswith("/v1/messages") else "openai"
     return routes.error_response(error, protocol)
+
+
+def route_path(scope: Scope) -> str:
+    """The request's path below the root path the server was given (as Starlette routes)."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path
 
 
 class RelayApp:
@@ -89,7 +98,7 @@ class RelayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = routes.MODEL_PATHS.get(scope["path"])
+            endpoint = routes.MODEL_PATHS.get(route_path(scope))
             if endpoint is not None:
                 await routes.serve(self.relay, endpoint, scope, receive, send)
                 return
@@ -161,21 +170,21 @@ def create_app(settings: Settings | None = None) -> RelayApp:
         return JSONResponse(body, status_code=200 if publisher.broker_healthy else 503)
 
     @app.exception_handler(RelayError)
-    async def relay_error(request: Request, exc: RelayError) -> JSONResponse:
+    async def relay_error(request: Request, exc: RelayError) -> Response:
         return error_response(request, exc)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         error = RelayError(str(exc.detail))
         error.status, error.error_type, error.code = exc.status_code, "invalid_request_error", None
         return error_response(request, error)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return error_response(request, InvalidRequest(f"Invalid request: {exc.errors()[:3]}"))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected relay error")
         return error_response(request, RelayError("The relay failed unexpectedly."))
 

@@ -89,6 +89,11 @@ def _payload(call: Call, target: Target) -> bytes:
     return json.dumps(body).encode()
 
 
+def latin1(value: str) -> str:
+    """A header value an HTTP response can carry (aiohttp reads headers as UTF-8)."""
+    return value.encode("latin-1", errors="replace").decode("latin-1")
+
+
 class Answer:
     """An upstream's answer passed on whole, as two ASGI messages (Starlette's Response does
     more per call than a body that is already encoded needs)."""
@@ -100,7 +105,7 @@ class Answer:
         self.status_code = status_code
         self.raw_headers = [
             (b"content-length", str(len(body)).encode()),
-            (b"content-type", content_type.encode("latin-1", errors="replace")),
+            (b"content-type", latin1(content_type).encode("latin-1")),
             (EVENT_ID_HEADER.encode(), event_id.encode()),
         ]
 
@@ -162,9 +167,10 @@ async def forward(
                 continue
             if call.stream and upstream.status == 200:
                 breaker.success()
+                content_type = upstream.headers.get("content-type", "text/event-stream")
                 return StreamingResponse(
                     relay_stream(relay, call, upstream, meter),
-                    media_type=upstream.headers.get("content-type", "text/event-stream"),
+                    media_type=latin1(content_type),
                     headers={"cache-control": "no-cache", EVENT_ID_HEADER: meter.event_id},
                 )
             content = await upstream.read()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
@@ -53,10 +53,16 @@ class ClientLeft(Exception):
     """The client disconnected before its request body arrived: there is no one to answer."""
 
 
-def error_response(error: RelayError, protocol: str) -> JSONResponse:
-    """The error in the caller's protocol: Anthropic's envelope on /v1/messages."""
+UNEXPECTED = RelayError("The relay failed unexpectedly.")
+
+
+def error_response(error: RelayError, protocol: str) -> Response:
+    """The error in the caller's protocol: Anthropic's envelope on /v1/messages. The JSON is
+    ASCII, so any text the message quotes from the request (a model name) can be sent."""
     body = error.anthropic_body() if protocol == "anthropic" else error.openai_body()
-    return JSONResponse(body, error.status, headers=error.headers)
+    return Response(
+        json.dumps(body).encode(), error.status, error.headers, media_type="application/json"
+    )
 
 
 async def serve(
@@ -69,25 +75,26 @@ async def serve(
     work; the FastAPI routes below come here too, so both ways answer the same."""
     started = time.perf_counter()
     after_answer: list[Callable[[], None]] = []
-    response: Answer | Response
     try:
-        response = await handle(relay, endpoint, scope, receive, after_answer)
-    except ClientLeft:
-        return
-    except RelayError as exc:
-        status = exc.status
-        response = error_response(exc, endpoint.protocol)
-    except Exception:
-        log.exception("unexpected relay error")
-        status = 500
-        response = error_response(RelayError("The relay failed unexpectedly."), endpoint.protocol)
-    else:
-        status = response.status_code
-        relay.metrics.observe(endpoint.name, time.perf_counter() - started)
-    relay.metrics.count(endpoint.name, status)
-    try:
+        response: Answer | Response
+        try:
+            response = await handle(relay, endpoint, scope, receive, after_answer)
+        except ClientLeft:
+            return
+        except RelayError as exc:
+            status = exc.status
+            response = error_response(exc, endpoint.protocol)
+        except Exception:
+            log.exception("unexpected relay error")
+            status = 500
+            response = error_response(UNEXPECTED, endpoint.protocol)
+        else:
+            status = response.status_code
+            relay.metrics.observe(endpoint.name, time.perf_counter() - started)
+        relay.metrics.count(endpoint.name, status)
         await response(scope, receive, send)
     finally:
+        # also when the client has gone or the request task is cancelled
         for step in after_answer:
             try:
                 step()
@@ -222,19 +229,30 @@ async def handle(
     return response
 
 
+class Served(Response):
+    """What a model route in FastAPI's router answers: `serve` itself, which reads the body and
+    sends the answer (FastAPI calls the route's result as an ASGI app)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await serve(scope["app"].state.relay, self.endpoint, scope, receive, send)
+
+
 class RelayRoute(APIRoute):
-    """A model endpoint in FastAPI's router, served by `serve` as it is: it reads and checks
-    the body itself (to answer in the caller's protocol), so FastAPI's request and body
-    handling is skipped. The route stays in the OpenAPI document."""
+    """A model endpoint in FastAPI's router, answered by `serve` as the relay's entry answers
+    it: FastAPI's request and body handling is skipped (the relay reads and checks the body
+    itself, to answer in the caller's protocol). The route stays in the OpenAPI document."""
 
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        model_endpoint = MODEL_PATHS[path]
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = MODEL_PATHS[self.path]
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await serve(scope["app"].state.relay, model_endpoint, scope, receive, send)
+        async def handler(request: Request) -> Response:
+            return Served(endpoint)
 
-        self.app = app
+        return handler
 
 
 router = APIRouter(route_class=RelayRoute)

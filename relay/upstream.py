@@ -65,24 +65,31 @@ class UpstreamResponse:
 
     async def lines(self) -> AsyncIterator[str]:
         """The body's lines without their ends, split at LF, CRLF or CR as server-sent
-        events are; only those characters end a line (JSON inside a line may hold others)."""
-        pending = b""
+        events are; only those characters end a line (JSON inside a line may hold others).
+        Each chunk is searched once, so a line of megabytes (an image's base64) costs its
+        length, not its square."""
+        pending: list[bytes] = []  # the pieces of a line that has not ended yet
+        after_cr = False
         with upstream_errors():
             async for chunk in self._response.content.iter_any():
-                data = pending + chunk
-                split_crlf = data.endswith(b"\r")  # its LF may come with the next chunk
-                if split_crlf:
-                    data = data[:-1]
-                if b"\r" in data:
-                    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-                *complete, pending = data.split(b"\n")
-                if split_crlf:
-                    pending += b"\r"
-                for line in complete:
+                if after_cr and chunk.startswith(b"\n"):
+                    chunk = chunk[1:]  # the LF of a CRLF that the chunks split
+                if not chunk:
+                    continue
+                after_cr = chunk.endswith(b"\r")
+                if b"\r" in chunk:
+                    chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                parts = chunk.split(b"\n")
+                if len(parts) == 1:
+                    pending.append(chunk)
+                    continue
+                pending.append(parts[0])
+                yield b"".join(pending).decode("utf-8", errors="replace")
+                for line in parts[1:-1]:
                     yield line.decode("utf-8", errors="replace")
-        pending = pending.removesuffix(b"\r")
+                pending = [parts[-1]] if parts[-1] else []
         if pending:
-            yield pending.decode("utf-8", errors="replace")
+            yield b"".join(pending).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         self._response.release()
