@@ -190,33 +190,43 @@ def end_offsets_by_partition(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 @contextmanager
+def served_on_loopback(app: Any, **config: Any) -> Iterator[str]:
+    """Serve the ASGI `app` with uvicorn on a free loopback port in a thread (uvicorn.Config
+    options in `config`); yields its base URL and stops the server on exit."""
+    import uvicorn
+
+    port = free_port()
+    options = {"log_level": "critical", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+@contextmanager
 def warehouse_api_on_loopback(app: Any, monkeypatch: Any) -> Iterator[int]:
     """Serve `app` (a warehouse API) on a free loopback port in a thread, with the settings
     pointing the CLI at it; yields the port. The server stops and the settings cache is cleared
     on exit."""
-    import uvicorn
-
     from tokenops.settings import get_settings
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.02)
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_HOST", "127.0.0.1")
-    monkeypatch.setenv("TOKENOPS_WAREHOUSE_PORT", str(port))
-    get_settings.cache_clear()
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with served_on_loopback(app, log_level="warning", lifespan="off") as url:
+        port = int(url.rsplit(":", 1)[1])
+        monkeypatch.setenv("TOKENOPS_WAREHOUSE_HOST", "127.0.0.1")
+        monkeypatch.setenv("TOKENOPS_WAREHOUSE_PORT", str(port))
         get_settings.cache_clear()
+        try:
+            yield port
+        finally:
+            get_settings.cache_clear()
 
 
 def consumer_record(

@@ -6,7 +6,6 @@ import base64
 import json
 import math
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,9 +16,8 @@ import httpx
 import httpx2
 import openai
 import pytest
-import uvicorn
 
-from tests.support import free_port
+from tests.support import served_on_loopback
 from tokenops.simulated_provider import (
     OPENROUTER_PRICE_PER_MTOK,
     PROVIDERS,
@@ -36,18 +34,8 @@ USAGE_ON_FINISH = ("deepseek", "zai", "zhipu")
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="critical")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "simulator did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served_on_loopback(create_app()) as url:
+        yield url
 
 
 def oai(base_url: str, dialect: str | None = None) -> openai.OpenAI:

@@ -4,43 +4,16 @@ UTF-8 cannot carry still gets the caller's JSON error."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
 
 from relay.app import create_app
-from tests.support import free_port
+from tests.support import served_on_loopback
 from tokenops.settings import Settings
 
 AUTH = {"authorization": "Bearer sk-acme-demo", "content-type": "application/json"}
 UNKNOWN = b'{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}'
-
-
-@contextmanager
-def serving(app: Any, root_path: str = "") -> Iterator[str]:
-    """`app` on uvicorn in a thread (with its lifespan: publisher, budget gate), over HTTP."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="critical", root_path=root_path
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the relay did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def settings(tmp_path: Path, broker: str) -> Settings:
@@ -56,7 +29,7 @@ def test_below_a_root_path_model_calls_are_answered_by_the_relay(
     tmp_path: Path, broker: str
 ) -> None:
     # behind a proxy that strips /relay: uvicorn puts it back in front of the path
-    with serving(create_app(settings(tmp_path, broker)), root_path="/relay") as base:
+    with served_on_loopback(create_app(settings(tmp_path, broker)), root_path="/relay") as base:
         assert_model_not_found(
             httpx.post(f"{base}/v1/chat/completions", content=UNKNOWN, headers=AUTH)
         )
@@ -67,7 +40,7 @@ def test_the_fastapi_routes_answer_model_calls_as_the_entry_does(
     tmp_path: Path, broker: str
 ) -> None:
     relay = create_app(settings(tmp_path, broker))
-    with serving(relay.api) as base:  # FastAPI alone: its router serves the model routes
+    with served_on_loopback(relay.api) as base:  # FastAPI alone: its router serves the model routes
         assert_model_not_found(
             httpx.post(f"{base}/v1/chat/completions", content=UNKNOWN, headers=AUTH)
         )
