@@ -12,11 +12,14 @@ provider and model, so repeats collapse into one alert downstream).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -47,6 +50,8 @@ from streams.budget_ledger import BudgetLedger
 from streams.budgets import BudgetBook, load_budgets
 from streams.delivery import App
 from tokenops.settings import Settings, load_pricer
+
+log = logging.getLogger(__name__)
 
 APP_ID = os.environ.get("TOKENOPS_STREAMS_APP_ID", "tokenops-streams")
 
@@ -100,11 +105,29 @@ class RecordBatches:
             batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
 
     async def send(self) -> None:
-        """Queue every batch in order (full ones first) and start over."""
+        """Queue every batch in order (full ones first) and start over. A batch the broker
+        refuses for good (aiokafka has retried it until its delivery timeout) is logged as an
+        error with its topic, partition and size: nothing waits on its future."""
         for partition, batch in [*self._full, *self._open.items()]:
-            await self._producer.send_batch(batch, self._topic, partition=partition)
+            delivered = await self._producer.send_batch(batch, self._topic, partition=partition)
+            delivered.add_done_callback(
+                partial(report_undelivered, self._topic, partition, batch.record_count())
+            )
         self._full.clear()
         self._open.clear()
+
+
+def report_undelivered(
+    topic: str, partition: int, records: int, delivered: asyncio.Future[Any]
+) -> None:
+    if not delivered.cancelled() and delivered.exception() is not None:
+        log.error(
+            "%d records for %s partition %d were not written: %r",
+            records,
+            topic,
+            partition,
+            delivered.exception(),
+        )
 
 
 def writing_for(record: faust.EventT) -> None:

@@ -9,18 +9,20 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.alert_event import AlertEvent
 from ingest.budget_state import BudgetState
 from ingest.topics import ALERTS, BUDGET_STATE, DEAD_LETTERS, PRICED_USAGE
 from ingest.usage_event import TokenCounts, UsageEvent
-from streams.app import create_app
+from streams.app import create_app, report_undelivered
 from tests.support import usage_event
 from tokenops.settings import Settings
 
@@ -55,8 +57,14 @@ class BatchRecorder:
     def create_batch(self) -> RecordedBatch:
         return RecordedBatch()
 
-    async def send_batch(self, batch: RecordedBatch, topic: str, *, partition: int) -> None:
+    async def send_batch(
+        self, batch: RecordedBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
+        """Records the batch; like aiokafka's, the future says when the broker took it."""
         self._sent.extend((topic, key, value) for key, value in batch.records)
+        taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        taken.set_result(None)
+        return taken
 
 
 async def run_agent(
@@ -162,3 +170,24 @@ def test_bad_records_are_dead_lettered_and_the_agent_keeps_going(
     ]
     assert "JSON" in letters[0]["reason"] or "json" in letters[0]["reason"]
     assert [UsageEvent.from_wire(v).event_id for v in on(sent, PRICED_USAGE)] == [good.event_id]
+
+
+def test_a_batch_the_broker_refuses_for_good_is_logged_with_its_size(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        refused: asyncio.Future[Any] = loop.create_future()
+        refused.add_done_callback(partial(report_undelivered, PRICED_USAGE, 2, 17))
+        refused.set_exception(KafkaTimeoutError("batch expired"))
+        written: asyncio.Future[Any] = loop.create_future()
+        written.add_done_callback(partial(report_undelivered, PRICED_USAGE, 1, 5))
+        written.set_result(None)
+        await asyncio.sleep(0)  # done callbacks run on the next loop pass
+
+    with caplog.at_level("ERROR", logger="streams.app"):
+        asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"17 records for {PRICED_USAGE} partition 2 were not written: "
+        "KafkaTimeoutError('batch expired')"
+    ]
