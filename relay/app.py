@@ -186,7 +186,7 @@ def create_app(settings: Settings | None = None) -> RelayApp:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected relay error")
-        return error_response(request, RelayError("The relay failed unexpectedly."))
+        return error_response(request, routes.UNEXPECTED)
 
     return RelayApp(app, relay)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
@@ -60,11 +60,12 @@ class Call:
     client_headers: Mapping[str, str]
     client_gone: Callable[[], Awaitable[bool]]
     """True once the client has disconnected (checked while streaming)."""
+    after_answer: list[Callable[[], None]]
+    """Work that waits until the answer is sent (relay.routes.serve runs it, also when the
+    client has gone): the successful attempt's event, so the caller does not wait for it.
+    No default: an event put on a list that nobody runs would be lost."""
     reservation: Reservation | None = None
     """The call's hold on its hard budgets; each event settles it (see relay.budget_gate)."""
-    after_answer: list[Callable[[], None]] = field(default_factory=list)
-    """Work that waits until the answer is sent (relay.routes.serve runs it, also when the
-    client has gone): the successful attempt's event, so the caller does not wait for it."""
 
 
 def upstream_headers(call: Call, target: Target) -> dict[str, str]:
