@@ -41,6 +41,7 @@ from ingest.pricing import Pricer  # noqa: E402
 from ingest.quality import CallChecks  # noqa: E402
 from ingest.topics import USAGE_EVENTS  # noqa: E402
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id  # noqa: E402
+from tokenops.collector import freeze_startup_objects, tune_collector  # noqa: E402
 from warehouse import economics, queries  # noqa: E402
 from warehouse.focus import export_focus, parse_period  # noqa: E402
 from warehouse.overview import overview  # noqa: E402
@@ -196,6 +197,7 @@ def load(path: Path, count: int, end: datetime, raw_usage: bool) -> tuple[Wareho
     log_folder = path.parent / f"{path.stem}-log"
     log_folder.mkdir()
     files = write_log(log_folder, count, end, raw_usage, loader.max_records)
+    freeze_startup_objects()  # as the warehouse service does once it is built
 
     async def run() -> float:
         pipeline = Pipeline(loader)
@@ -305,6 +307,7 @@ def main() -> None:
     parser.add_argument("--load-only", action="store_true", help="skip the queries")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
+    tune_collector()  # the warehouse service's collector settings
     end = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="tokenops-bench-") as tmp:
         folder = Path(tmp)

@@ -25,8 +25,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TypeAlias
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -38,7 +40,7 @@ from ingest.alert_delivery import AlertDelivery
 from ingest.alert_event import AlertEvent
 from ingest.price_book import PriceVersion
 from ingest.pricing import Pricer, UsageInvariantError
-from ingest.quality import CallChecks
+from ingest.quality import MONEY, CallChecks
 from ingest.rejection import rejection
 from ingest.topics import (
     ALERT_DELIVERIES,
@@ -98,15 +100,40 @@ def _quarantined(
 def _with_origins(calls: pa.Table, usage: Sequence[Record]) -> pa.Table:
     """The staged calls with the topic, partition and hour each came from (for the
     conservation report)."""
-    where = [usage[p] for p in calls.column("position").to_pylist()]
+    count = len(usage)
+    positions = calls.column("position")
+    topics = pa.array([r.topic for r in usage], pa.string())
+    partitions = np.fromiter((r.partition for r in usage), np.int32, count)
+    hours = np.fromiter((r.timestamp for r in usage), np.int64, count) // HOUR_MS * HOUR_MS
     return (
-        calls.append_column("origin_topic", pa.array([r.topic for r in where], pa.string()))
-        .append_column("origin_partition", pa.array([r.partition for r in where], pa.int32()))
+        calls.append_column("origin_topic", topics.take(positions))
+        .append_column("origin_partition", pa.array(partitions).take(positions))
         .append_column(
-            "origin_hour",
-            pa.array([r.timestamp // HOUR_MS * HOUR_MS for r in where], pa.timestamp("ms", "UTC")),
+            "origin_hour", pa.array(hours).take(positions).cast(pa.timestamp("ms", "UTC"))
         )
     )
+
+
+MONEY_TYPE = pa.decimal128(38, 18)
+"""Money as table `calls` holds it (DECIMAL(38, 18))."""
+MONEY_DTYPE = pd.ArrowDtype(MONEY_TYPE)
+CHECKED = pa.schema(
+    [
+        ("tenant", pa.string()),
+        ("event_time", pa.timestamp("us", "UTC")),
+        ("latency_ms", pa.int64()),
+        ("price_status", pa.string()),
+        *[(m, MONEY_TYPE) for m in MONEY],
+    ]
+)
+"""The columns of a batch's calls the expectation suite reads."""
+ATTO = Decimal("1e-18")
+
+
+def _atto_exact(amount: Decimal | None) -> Decimal | None:
+    """`amount` at DECIMAL(38, 18)'s scale, rounded as DuckDB rounds it when storing it (half
+    away from zero)."""
+    return None if amount is None else amount.quantize(ATTO, ROUND_HALF_UP)
 
 
 def dead_letter(q: Quarantined) -> bytes:
@@ -190,34 +217,28 @@ class WarehouseLoader:
         one, and move the calls that fail it to quarantine (with the priced event as payload,
         whichever path priced it)."""
         table = batch.call_table
-        columns = ["tenant", "event_time", "latency_ms", "price_status"]
-        frames = []
+        parts = []
         if table is not None and table.num_rows:
-            frame = table.select(columns).to_pandas()
-            for money in ("cost_usd", "cost_billed", "fx_rate"):
-                frame[money] = table.column(money).cast(pa.string()).to_pandas()
-            frames.append(frame)
+            parts.append(table.select(CHECKED.names).cast(CHECKED))
         if batch.calls:
-            frames.append(
-                pd.DataFrame.from_records(
-                    [
-                        {
-                            "tenant": e.tenant,
-                            "event_time": e.event_time,
-                            "latency_ms": e.latency_ms,
-                            "price_status": e.price_status,
-                            **{
-                                m: None if getattr(e, m) is None else format(getattr(e, m), "f")
-                                for m in ("cost_usd", "cost_billed", "fx_rate")
-                            },
-                        }
-                        for e, _, _ in batch.calls
-                    ]
+            events = [e for e, _, _ in batch.calls]
+            parts.append(
+                pa.table(
+                    {
+                        "tenant": [e.tenant for e in events],
+                        "event_time": [e.event_time for e in events],
+                        "latency_ms": [e.latency_ms for e in events],
+                        "price_status": [e.price_status for e in events],
+                        **{m: [_atto_exact(getattr(e, m)) for e in events] for m in MONEY},
+                    },
+                    schema=CHECKED,
                 )
             )
-        if not frames:
+        if not parts:
             return
-        failures = self.checks.failures(pd.concat(frames, ignore_index=True))
+        # Money stays exact decimals (no text per row) for the suite.
+        frame = pa.concat_tables(parts).to_pandas(types_mapper={MONEY_TYPE: MONEY_DTYPE}.get)
+        failures = self.checks.failures(frame)
         if not failures:
             return
         failed = {f.row: f.reason for f in failures}

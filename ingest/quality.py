@@ -16,8 +16,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -34,6 +36,8 @@ EARLIEST_EVENT_TIME = datetime(2020, 1, 1, tzinfo=UTC)
 """Older than any LLM API usage worth importing: an earlier event time is a unit or clock bug."""
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 """How far past the loader's clock an event time may be (relay clocks drift a little)."""
+MONEY = ("cost_usd", "cost_billed", "fx_rate")
+"""The exact amounts the suite checks the sign of."""
 
 
 @dataclass(frozen=True)
@@ -97,16 +101,17 @@ class CallChecks:
         self._rules[expectation.id] = _Rule(expectation, describe, expectation.column)
 
     def failures(self, frame: pd.DataFrame, now: datetime | None = None) -> list[Failure]:
-        """Rows of `frame` (by position) that fail the suite, one reason per row (the first)."""
+        """Rows of `frame` (by position) that fail the suite, one reason per row (the first).
+        The money columns (`MONEY`) hold exact decimals as Arrow holds them
+        (`pd.ArrowDtype(pa.decimal128(...))`, NULL for none)."""
         if frame.empty:
             return []
         now = now or datetime.now(UTC)
         checked = frame.reset_index(drop=True)
-        for column in ("cost_usd", "cost_billed", "fx_rate"):
-            # The rules test a decimal string's sign (-1.0 or 1.0; NaN for none), never a float
+        for column in MONEY:
+            # The rules test an amount's sign (-1.0 or 1.0; NaN for none), never a float
             # amount. float64 keeps great-expectations on its vectorised path.
-            text = checked[column].astype("string")
-            negative = text.str.startswith("-").astype("float64")
+            negative = (checked[column] < 0).to_numpy(dtype="float64", na_value=np.nan)
             checked[column] = 1.0 - 2.0 * negative
         checked["latency_ms"] = pd.to_numeric(checked["latency_ms"]).astype("float64")
         checked["event_time"] = pd.to_datetime(checked["event_time"], utc=True)
@@ -145,4 +150,6 @@ def _shown(value: Any) -> str:
         return "null"
     if isinstance(value, datetime | pd.Timestamp):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return repr(format(value, "f"))
     return repr(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import aiokafka
@@ -11,6 +10,7 @@ import mode.loop
 
 from streams.app import create_app
 from tokenops.broker import require_broker
+from tokenops.collector import freeze_startup_objects, tune_collector
 from tokenops.settings import Settings
 
 
@@ -34,13 +34,9 @@ def run_worker(settings: Settings) -> None:
     # per-event machinery is mostly that, so a worker takes more events per core.
     mode.loop.use("uvloop")
     aiokafka.AIOKafkaConsumer = PromptConsumer  # faust reads it when it builds its consumer
-    # The worker allocates a few dozen objects per event and keeps the ledger's marks for hours:
-    # with CPython's default thresholds (a young collection every 700 allocations, each full one
-    # walking every object kept) the collector took 13 % of the worker's CPU in the throughput
-    # benchmark. Collecting every 50,000 allocations, with the startup objects frozen out of the
-    # collections, took it under 1 %. Cycles are still collected, just in larger batches.
-    gc.set_threshold(50_000, 50, 50)
+    # The worker allocates a few dozen objects per event and keeps the ledger's marks for hours.
+    tune_collector()
     app = create_app(settings)
-    gc.freeze()
+    freeze_startup_objects()
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()

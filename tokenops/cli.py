@@ -169,10 +169,14 @@ def streams() -> None:
 def warehouse() -> None:
     """Run the warehouse service: Kafka -> DuckDB loader, query API and dashboard."""
     configure_logging()
+    from tokenops.collector import freeze_startup_objects, tune_collector
     from warehouse.service import create_app
 
     settings = get_settings()
-    _serve(create_app(settings), settings.warehouse_host, settings.warehouse_port)
+    tune_collector()  # the loader turns each fetch into up to 250,000 consumer records
+    service = create_app(settings)
+    freeze_startup_objects()
+    _serve(service, settings.warehouse_host, settings.warehouse_port)
 
 
 @app.command("demo-traffic")

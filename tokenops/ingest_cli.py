@@ -119,11 +119,13 @@ def _rebuild(settings: Settings, target: Path) -> dict[str, Any]:
     from ingest.replay import replay
     from relay.tenants import TenantDirectory
     from tokenops.broker import require_broker
+    from tokenops.collector import tune_collector
     from tokenops.settings import load_pricer
     from warehouse import queries
     from warehouse.store import WarehouseStore
 
     require_broker(settings.bootstrap)
+    tune_collector()  # the replay loads the log in micro-batches of up to 250,000 records
     tenants = TenantDirectory.load(settings.config_dir / "tenants.yaml").names
     staging = target.with_name(f".{target.name}.replay-{os.getpid()}")
     staging.unlink(missing_ok=True)

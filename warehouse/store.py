@@ -218,6 +218,17 @@ def _per_origin(table: pa.Table) -> dict[tuple[str, int, datetime], int]:
     }
 
 
+def _first_of_each_id(table: pa.Table) -> pa.Table:
+    """`table` without the rows that repeat an event id of an earlier row in batch order
+    (`position`); the check for a repeat is one pass over the ids, the sort only when one is."""
+    ids = table.column("event_id")
+    if pc.count_distinct(ids).as_py() == table.num_rows:
+        return table
+    table = table.take(pc.sort_indices(table.column("position")))
+    repeated = table.column("event_id").to_pandas().duplicated().to_numpy()
+    return table.filter(pa.array(~repeated))
+
+
 def _present_ids(cur: duckdb.DuckDBPyConnection, offered: str) -> pa.Array:
     """The event ids of the registered relation `offered` that `calls` already holds. Time-ordered
     ids (UUIDv7, as the relay writes them) let DuckDB skip every row group whose id range misses
@@ -470,8 +481,7 @@ class WarehouseStore:
         write-ahead log."""
         if table is None or not table.num_rows:
             return 0
-        repeated = table.column("event_id").to_pandas().duplicated().to_numpy()
-        offered = table.filter(pa.array(~repeated)) if repeated.any() else table
+        offered = _first_of_each_id(table)
         cur.register("offered", offered)
         try:
             present = _present_ids(cur, "offered")
