@@ -223,24 +223,25 @@ CREATE OR REPLACE TEMP MACRO to_usd(a, currency, num, den) AS
     END;
 CREATE OR REPLACE TEMP MACRO money(a) AS
     a::DECIMAL(38, 0) * 0.000000000000000001::DECIMAL(18, 18);
-CREATE OR REPLACE TEMP MACRO money_text(a) AS
-    rtrim(rtrim(money(a)::VARCHAR, '0'), '.');
 """
 """`to_usd` is `ingest.pricing._convert` (half to even at the atto scale); `money` reads
-atto-units as DECIMAL(38, 18); `money_text` writes them as `money_json` does."""
+atto-units as DECIMAL(38, 18)."""
 
 
 def _sum(names: Sequence[str], prefix: str) -> str:
     return " + ".join(f"{prefix}{n}" for n in names)
 
 
-_BY_CLASS = ", ".join(
-    [
-        f"CASE WHEN t_{n} > 0 THEN '\"{n}\": \"' || money_text(u_{n}) || '\"' END"
-        for n in TOKEN_CLASSES
-    ]
-    + ["CASE WHEN fee > 0 THEN '\"request\": \"' || money_text(u_fee) || '\"' END"]
+_BY_CLASS = (
+    "struct_pack("
+    + ", ".join(
+        [f"{n} := CASE WHEN t_{n} > 0 THEN money(u_{n}) END" for n in TOKEN_CLASSES]
+        + ["request := CASE WHEN fee > 0 THEN money(u_fee) END"]
+    )
+    + ")"
 )
+"""`cost_by_class` (warehouse.store.COST_BY_CLASS): a class's USD line when the call has tokens
+of it, as `Cost.by_class_usd` lists it."""
 
 _CHOICE_HOLDS = """
     r.provider = c.provider AND r.model = c.provider_model
@@ -305,7 +306,7 @@ SELECT position,
                   ELSE {_sum(TOKEN_CLASSES, "l_")} + fee END) AS cost_billed,
        CAST(fx_rate AS DECIMAL(38, 18)) AS fx_rate,
        money({_sum(TOKEN_CLASSES, "u_")} + u_fee) AS cost_usd,
-       '{{' || concat_ws(', ', {_BY_CLASS}) || '}}' AS cost_by_class,
+       {_BY_CLASS} AS cost_by_class,
        money(savings_atto) AS cache_savings_usd
 FROM usd
 """

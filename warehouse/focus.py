@@ -55,7 +55,7 @@ from typing import Literal
 import duckdb
 
 from warehouse.rollup import in_tenants
-from warehouse.store import TOKEN_COLUMNS, WarehouseError
+from warehouse.store import COST_CLASSES, TOKEN_COLUMNS, WarehouseError
 
 FOCUS_VERSION = "1.2"
 Format = Literal["csv", "parquet"]
@@ -136,8 +136,6 @@ def _display(column: str) -> str:
     return f"CASE {column} {cases} ELSE {column} END"
 
 
-_CLASSES = (*TOKEN_COLUMNS, "request")
-_BREAKDOWN = "{" + ", ".join(f'"{c}": "DECIMAL(38, 18)"' for c in _CLASSES) + "}"
 _QUANTITY = {**TOKEN_COLUMNS, "request": "1"}
 _LABELS = {name: name.replace("_", " ") + " tokens" for name in TOKEN_COLUMNS}
 _LABELS.update(input_uncached="uncached input tokens", cache_write="cache write (5 min) tokens")
@@ -165,7 +163,7 @@ def _lines(breakdown: str) -> str:
     items = (
         f"{{'token_class': '{name}', 'cost': {breakdown}.{name},"
         f" 'quantity': CAST({_QUANTITY[name]} AS BIGINT)}}"
-        for name in _CLASSES
+        for name in COST_CLASSES
     )
     return f"[{', '.join(items)}]"
 
@@ -174,7 +172,7 @@ def _pairs(new: str, old: str) -> str:
     """A correction's lines to unnest: (token class, new cost, replaced cost) per class."""
     items = (
         f"{{'token_class': '{name}', 'new': {new}.{name}, 'old': {old}.{name}}}"
-        for name in _CLASSES
+        for name in COST_CLASSES
     )
     return f"[{', '.join(items)}]"
 
@@ -195,7 +193,7 @@ _USAGE = f"""
         SELECT {_DAY} AS day, c.tenant, c.feature, c.prompt_version, c.provider,
                c.provider_model, c.served_model, c.price_version_id, c.billing_currency,
                c.fx_rate, {", ".join(f"c.{col}" for col in TOKEN_COLUMNS.values())},
-               json_transform(c.cost_by_class, '{_BREAKDOWN}') AS breakdown
+               c.cost_by_class AS breakdown
         FROM calls c
         WHERE c.price_status = 'priced' AND c.event_time >= $start AND c.event_time < $end
               AND {_SCOPE}
@@ -222,15 +220,12 @@ _CORRECTIONS = f"""
         SELECT {_DAY} AS day, c.tenant, c.feature, c.prompt_version, c.provider,
                c.provider_model, c.served_model, k.price_version_id,
                k.previous_price_version_id, k.created_at AT TIME ZONE 'UTC' AS corrected_at,
-               json_transform(k.cost_by_class, '{_BREAKDOWN}') AS new,
-               json_transform(
-                   coalesce(
-                       lag(k.cost_by_class) OVER (
-                           PARTITION BY k.event_id ORDER BY k.created_at, k.correction_id
-                       ),
-                       c.cost_by_class
+               k.cost_by_class AS new,
+               coalesce(
+                   lag(k.cost_by_class) OVER (
+                       PARTITION BY k.event_id ORDER BY k.created_at, k.correction_id
                    ),
-                   '{_BREAKDOWN}'
+                   c.cost_by_class
                ) AS old
         FROM corrections k JOIN calls c USING (event_id)
         WHERE c.event_time >= $start AND c.event_time < $end AND {_SCOPE}

@@ -41,7 +41,12 @@ CREATE TABLE IF NOT EXISTS calls (
     cost_billed            DECIMAL(38, 18),
     fx_rate                DECIMAL(38, 18),
     cost_usd               DECIMAL(38, 18),
-    cost_by_class          JSON,
+    -- Cost per token class (and `request` for a per-request fee) in USD; NULL for a class the
+    -- call was not charged for. warehouse.store.COST_BY_CLASS is this type.
+    cost_by_class          STRUCT(input_uncached DECIMAL(38, 18), cache_read DECIMAL(38, 18),
+                                  cache_write DECIMAL(38, 18), cache_write_1h DECIMAL(38, 18),
+                                  output DECIMAL(38, 18), reasoning DECIMAL(38, 18),
+                                  request DECIMAL(38, 18)),
     loaded_at              TIMESTAMPTZ NOT NULL,
     -- Cost with every cached input token billed as uncached input, minus cost_usd (the loader
     -- prices it with the same price version); negative when cache writes cost more than reads saved.
@@ -125,7 +130,10 @@ CREATE TABLE IF NOT EXISTS corrections (
     previous_price_version_id VARCHAR,
     delta_usd                DECIMAL(38, 18) NOT NULL,
     cost_usd                 DECIMAL(38, 18) NOT NULL,
-    cost_by_class            JSON NOT NULL,
+    cost_by_class            STRUCT(input_uncached DECIMAL(38, 18), cache_read DECIMAL(38, 18),
+                                    cache_write DECIMAL(38, 18), cache_write_1h DECIMAL(38, 18),
+                                    output DECIMAL(38, 18), reasoning DECIMAL(38, 18),
+                                    request DECIMAL(38, 18)) NOT NULL,
     reason                   VARCHAR NOT NULL,
     created_at               TIMESTAMPTZ NOT NULL
 );

@@ -51,6 +51,19 @@ class WarehouseOutdated(WarehouseError):
 SCHEMA = Path(__file__).with_name("schema.sql")
 ECONOMICS = Path(__file__).with_name("economics.sql")
 TOKEN_COLUMNS = {name: f"{name}_tokens" for name in TokenCounts.model_fields}
+COST_CLASSES = (*TOKEN_COLUMNS, "request")
+COST_BY_CLASS = "STRUCT(" + ", ".join(f"{name} DECIMAL(38, 18)" for name in COST_CLASSES) + ")"
+"""How `calls` and `corrections` hold a cost per token class (`request`: a per-request fee), in
+USD, NULL for a class not charged. Earlier files held it as JSON text; opening one converts it."""
+_COST_BY_CLASS_JSON = "{" + ", ".join(f'"{c}": "DECIMAL(38, 18)"' for c in COST_CLASSES) + "}"
+COSTED_TABLES = ("calls", "corrections")
+
+
+def cost_by_class_from_json(column: str) -> str:
+    """SQL for the COST_BY_CLASS value of the JSON text in `column` (as `money_json` writes)."""
+    return f"json_transform(CAST({column} AS VARCHAR), '{_COST_BY_CLASS_JSON}')"
+
+
 KEYLESS = ("calls", "daily_costs")
 """Tables that files written by earlier versions keyed with a DuckDB PRIMARY KEY; opening such a
 file moves their rows into the keyless tables once."""
@@ -319,10 +332,26 @@ class WarehouseStore:
             con.execute(ECONOMICS.read_text())
             for table in keyed:
                 self._carry_over(table)
+            self._structure_costs_by_class()
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+    def _structure_costs_by_class(self) -> None:
+        """Convert a `cost_by_class` still held as JSON text (files of earlier versions)."""
+        for table in COSTED_TABLES:
+            [(kind,)] = self._con.execute(
+                """SELECT data_type FROM information_schema.columns
+                   WHERE table_schema = 'main' AND table_name = $table
+                     AND column_name = 'cost_by_class'""",
+                {"table": table},
+            ).fetchall()
+            if kind == "JSON":
+                self._con.execute(
+                    f"ALTER TABLE {table} ALTER cost_by_class TYPE {COST_BY_CLASS} "
+                    f"USING {cost_by_class_from_json('cost_by_class')}"
+                )
 
     def _carry_over(self, table: str) -> None:
         """Move the rows of `{table}_keyed` into `table`; an error that names the file when
@@ -359,12 +388,18 @@ class WarehouseStore:
 
     @staticmethod
     def _insert(cur: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> int:
+        """INSERT OR IGNORE `rows`; a `cost_by_class` column holds `money_json` text."""
         if not rows:
             return 0
         cur.register("batch_frame", pd.DataFrame.from_records(rows))
+        structured = (
+            f" REPLACE ({cost_by_class_from_json('cost_by_class')} AS cost_by_class)"
+            if "cost_by_class" in rows[0]
+            else ""
+        )
         try:
             result = cur.execute(
-                f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM batch_frame"
+                f"INSERT OR IGNORE INTO {table} BY NAME SELECT *{structured} FROM batch_frame"
             ).fetchone()
         finally:
             cur.unregister("batch_frame")
@@ -527,7 +562,10 @@ class WarehouseStore:
         if fresh:
             cur.register("new_calls", pd.DataFrame.from_records(fresh))
             try:
-                cur.execute("INSERT INTO calls BY NAME SELECT * FROM new_calls")
+                cur.execute(
+                    "INSERT INTO calls BY NAME SELECT * REPLACE "
+                    f"({cost_by_class_from_json('cost_by_class')} AS cost_by_class) FROM new_calls"
+                )
                 self._append_rollup(cur, rollup.NEW_CALLS, "new_calls")
             finally:
                 cur.unregister("new_calls")

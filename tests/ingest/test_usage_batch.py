@@ -76,11 +76,20 @@ def as_row(value: dict[str, Any]) -> dict[str, Any]:
             row[money] = Decimal(str(row[money]))
     if row["raw_usage"] is not None:
         row["raw_usage"] = json.loads(row["raw_usage"])
-    row["cost_by_class"] = json.loads(row["cost_by_class"]) if row["cost_by_class"] else None
+    row["cost_by_class"] = by_class(row["cost_by_class"])
     row["event_time"] = row["event_time"].astimezone(UTC)
     row.pop("loaded_at", None)
     row.pop("position", None)
     return row
+
+
+def by_class(value: str | dict[str, Any] | None) -> dict[str, Decimal] | None:
+    """A cost per class as the per-record path writes it (`money_json` text, which the store
+    converts) or as the columnar path stages it (a struct of every class, NULL if not charged)."""
+    if value is None:
+        return None
+    pairs = json.loads(value) if isinstance(value, str) else value
+    return {name: Decimal(amount) for name, amount in pairs.items() if amount is not None}
 
 
 def per_record(pricer: Pricer, payload: bytes) -> dict[str, Any]:
