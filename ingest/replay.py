@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from ingest.loader import LOADED_TOPICS, Loaded, Pipeline, WarehouseLoader
+from ingest.loader import FETCH_SIZES, LOADED_TOPICS, Loaded, Pipeline, WarehouseLoader, next_batch
 
 
 @dataclass
@@ -45,6 +45,7 @@ async def replay(
         auto_offset_reset="earliest",
         client_id="tokenops-replay",
         max_poll_records=batch,
+        **FETCH_SIZES,
     )
     await consumer.start()
     progress = ReplayProgress()
@@ -76,7 +77,7 @@ async def replay(
         reached = {tp for tp in partitions if end[tp] == 0}
         idle_since = time.monotonic()
         while True:
-            fetched = await consumer.getmany(*partitions, timeout_ms=500, max_records=batch)
+            fetched = await next_batch(consumer, batch, *partitions, idle_ms=500)
             records = [r for found in fetched.values() for r in found]
             for tp, found in fetched.items():
                 if found and found[-1].offset + 1 >= end[tp]:

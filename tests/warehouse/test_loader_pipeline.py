@@ -9,9 +9,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
 
-from ingest.loader import Loaded, Pipeline, Prepared, WarehouseLoader
+from ingest.loader import Loaded, Pipeline, Prepared, WarehouseLoader, next_batch
 from ingest.price_book import ClassRates, PriceBook, PriceVersion
 from ingest.pricing import Pricer
 from ingest.topics import PRICE_VERSIONS, USAGE_EVENTS
@@ -96,3 +99,39 @@ def test_batches_load_in_order_and_a_price_version_prices_the_batch_after_it(
         assert loader.stats.consumed == 7 and loader.stats.duplicates == 1
     finally:
         store.close()
+
+
+def test_a_micro_batch_gathers_what_arrives_within_its_window_up_to_its_size(
+    broker: str,
+) -> None:
+    """The loader's fetch (`next_batch`) against the real broker: a backlog is taken in batches
+    as large as allowed, not a fetch at a time; an idle topic gives an empty batch."""
+    topic = f"next-batch-{new_event_id()}"
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=broker, acks="all")
+    for i in range(50):  # a record batch each: a fetch of 64 bytes takes one per partition
+        producer.send(topic, value=b"%d" % i, partition=i % 2)
+        producer.flush()
+    producer.close()
+
+    async def fetch() -> list[int]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker,
+            group_id=None,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=64,  # a few records per partition and fetch
+        )
+        await consumer.start()
+        try:
+            sizes = []
+            for _ in range(3):
+                batch = await next_batch(consumer, 30, idle_ms=1_000, window_s=3.0)
+                sizes.append(sum(len(records) for records in batch.values()))
+            return sizes
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(fetch()) == [30, 20, 0]
