@@ -6,12 +6,17 @@
    price, great-expectations checks, and the set-based DuckDB write with its rollup and
    conservation counts, in the loader's largest micro-batches. Rows per second over the whole
    load, and per tenth of it (the table grows to its full size while it loads).
-2. **Raw usage.** `--raw-usage-events` events that also keep the provider's raw usage (as the
+2. **Through Kafka.** `--kafka-calls` of the same events (default 1 million) published to an
+   embedded broker started for the run, then loaded the way `tokenops ingest replay` loads the
+   log (the loader's consumer settings, micro-batches and pipeline; no consumer group): the
+   fetch from the broker is part of the load, and the broker runs on the same 2 cores.
+3. **Raw usage.** `--raw-usage-events` events that also keep the provider's raw usage (as the
    relay writes them; the loader re-derives the token classes from it), into a file of their own.
-3. **Dashboard.** Revenue lines for every tenant, then every query behind the dashboard and the
+4. **Dashboard.** Revenue lines for every tenant, then every query behind the dashboard and the
    query API on the loaded file, `--repeat` times each: p50, p95 and max per query.
 
-Runs in a temporary directory on real DuckDB files; no broker needed.
+Runs in a temporary directory on real DuckDB files; the Kafka part starts its own embedded broker
+(skip it with `--kafka-calls 0`).
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ from aiokafka.structs import ConsumerRecord  # noqa: E402
 from ingest.loader import Loaded, Pipeline, WarehouseLoader  # noqa: E402
 from ingest.pricing import Pricer  # noqa: E402
 from ingest.quality import CallChecks  # noqa: E402
+from ingest.replay import replay  # noqa: E402
 from ingest.topics import USAGE_EVENTS  # noqa: E402
 from ingest.usage_event import TokenCounts, UsageEvent, new_event_id  # noqa: E402
+from tests.support import free_port  # noqa: E402
+from tokenops.broker import ensure_topics, start_embedded_broker  # noqa: E402
 from tokenops.collector import freeze_startup_objects, tune_collector  # noqa: E402
 from warehouse import economics, queries  # noqa: E402
 from warehouse.focus import export_focus, parse_period  # noqa: E402
@@ -233,6 +241,44 @@ def load(path: Path, count: int, end: datetime, raw_usage: bool) -> tuple[Wareho
     return store, count / elapsed
 
 
+def load_through_kafka(folder: Path, count: int, end: datetime) -> float:
+    """Publish `count` synthetic events to an embedded broker, then load them from it as
+    `tokenops ingest replay` does; rows per second of the load (the publishing not counted)."""
+    from kafka import KafkaProducer
+
+    port = free_port()
+    broker = start_embedded_broker(port)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        ensure_topics(bootstrap)
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=50, batch_size=1024**2
+        )
+        started = time.perf_counter()
+        for records in synthetic_events(count, end):
+            for r in records:
+                producer.send(USAGE_EVENTS, key=r.key, value=r.value)
+        producer.flush()
+        producer.close()
+        print(f"  published in {time.perf_counter() - started:.0f} s (not counted)")
+        store = WarehouseStore(folder / "kafka.duckdb")
+        loader = WarehouseLoader(bootstrap, store, Pricer(), CallChecks(TENANTS))
+        freeze_startup_objects()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        progress = asyncio.run(replay(bootstrap, loader))
+        with store.cursor() as cur:
+            cur.execute("CHECKPOINT")
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        store.close()
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    assert progress.calls_loaded == count, progress
+    print(f"  loader process CPU per row: {cpu / count * 1e6:.1f} µs (the broker's not counted)")
+    return count / elapsed
+
+
 def add_revenue(store: WarehouseStore, end: datetime) -> None:
     with store.cursor() as cur:
         month = date(end.year, end.month, 1)
@@ -303,6 +349,7 @@ def timed(cur: Any, query: Callable[[Any], Any], repeat: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=10_000_000)
+    parser.add_argument("--kafka-calls", type=int, default=1_000_000)
     parser.add_argument("--raw-usage-events", type=int, default=500_000)
     parser.add_argument("--load-only", action="store_true", help="skip the queries")
     parser.add_argument("--repeat", type=int, default=20)
@@ -311,6 +358,13 @@ def main() -> None:
     end = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="tokenops-bench-") as tmp:
         folder = Path(tmp)
+        if args.kafka_calls:
+            print(f"loading {args.kafka_calls:,} events through the embedded broker")
+            rate = load_through_kafka(folder, args.kafka_calls, end)
+            print(
+                f"loader through Kafka: {args.kafka_calls:,} events at {rate:,.0f} rows/s "
+                "(fetch + decode + price + expectations + DuckDB write)"
+            )
         if args.raw_usage_events:
             store, rate = load(folder / "raw.duckdb", args.raw_usage_events, end, raw_usage=True)
             store.close()

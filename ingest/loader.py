@@ -149,7 +149,7 @@ def dead_letter(q: Quarantined) -> bytes:
     ).encode()
 
 
-FETCH_SIZES = {"max_partition_fetch_bytes": 16 * 1024**2, "fetch_max_bytes": 64 * 1024**2}
+FETCH_SIZES = {"max_partition_fetch_bytes": 48 * 1024**2, "fetch_max_bytes": 160 * 1024**2}
 """Consumer fetch sizes that let a backlog arrive in large micro-batches. With aiokafka's
 defaults (1 MiB per partition, about 1,700 usage events) a replay through the embedded broker
 loaded 11,000 rows/s: the expectation suite's fixed cost per batch, paid every 4,000 records."""

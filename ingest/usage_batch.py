@@ -102,12 +102,13 @@ def _value_pieces(name: str, kind: object) -> list[str]:
     """A field's value as pydantic writes it: literal text and `_Sql` expressions."""
     column = f"e.{name}"
     if name == "event_time":
+        # microsecond() counts from the minute; %f writes six digits
         return [
             '"',
-            _Sql("strftime(event_at, '%Y-%m-%dT%H:%M:%S')"),
             _Sql(
-                "CASE WHEN epoch_us(event_at) % 1000000 = 0 THEN ''"
-                " ELSE '.' || lpad((epoch_us(event_at) % 1000000)::VARCHAR, 6, '0') END"
+                "CASE WHEN microsecond(event_at) % 1000000 = 0"
+                " THEN strftime(event_at, '%Y-%m-%dT%H:%M:%S')"
+                " ELSE strftime(event_at, '%Y-%m-%dT%H:%M:%S.%f') END"
             ),
             'Z"',
         ]
@@ -116,7 +117,10 @@ def _value_pieces(name: str, kind: object) -> list[str]:
     if kind == ["VARCHAR"]:
         return [
             "[",
-            _Sql(f"array_to_string(list_transform({column}, lambda t: '\"' || t || '\"'), ',')"),
+            _Sql(  # no lambda for the usual empty list
+                f"CASE WHEN len({column}) = 0 THEN '' ELSE"
+                f" array_to_string(list_transform({column}, lambda t: '\"' || t || '\"'), ',') END"
+            ),
             "]",
         ]
     if isinstance(kind, dict):
@@ -144,11 +148,13 @@ def _arguments(pieces: list[str]) -> list[str]:
 
 def _render_sql() -> str:
     """SQL for the event in `e` written the way `UsageEvent.to_wire` writes it: fields in
-    order, a field that is None left out. One `concat` of literal and value pieces (it skips
-    NULL pieces); a field that may be None is one piece joined with `||`, so a NULL value drops
-    its name too."""
+    order, a field that is None left out (the pricing fields, None in every record taken, are
+    not written at all). One `concat` of literal and value pieces (it skips NULL pieces); a
+    field that may be None is one piece joined with `||`, so a NULL value drops its name too."""
     pieces: list[str] = ["{"]
     for i, (name, kind) in enumerate(_STRUCTURE.items()):
+        if name in PRICING_FIELDS[1:]:
+            continue  # NULL in every record taken (DECODE requires it), so never written
         field = UsageEvent.model_fields[name]
         own = [f'{"," if i else ""}"{name}":', *_value_pieces(name, kind)]
         if not field.is_required() and field.default is None:

@@ -192,9 +192,25 @@ def _edited(**changes: Any) -> bytes:
 
 
 @pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"event_time": "2026-11-03T12:00:00Z"}, id="whole-second"),
+        pytest.param({"event_time": "2026-11-03T12:00:00.000250Z"}, id="microseconds"),
+        pytest.param({"tags": ["beta", "批"]}, id="tags"),
+    ],
+)
+def test_events_in_the_written_shape_are_taken_by_the_columns(changes: dict[str, Any]) -> None:
+    payload = _edited(**changes)
+    assert UsageEvent.from_wire(payload).to_wire() == payload  # the shape tokenops writes
+    staged = UsageBatchPricer(Pricer()).stage([consumer_record(USAGE_EVENTS, 0, 0, payload)])
+    assert staged.calls.column("position").to_pylist() == [0]
+
+
+@pytest.mark.parametrize(
     "payload",
     [
         pytest.param(CANONICAL.replace(b'"tenant":"acme"', b'"tenant":"ac\\u006de"'), id="escape"),
+        pytest.param(_edited(tags=["beta", None]), id="tag-null"),
         pytest.param(CANONICAL.replace(b":", b": "), id="spaces"),
         pytest.param(_edited(attempt="1"), id="number-as-string"),
         pytest.param(_edited(attempt=1.0), id="float-int"),
