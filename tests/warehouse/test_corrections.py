@@ -18,6 +18,14 @@ from warehouse.store import COST_BY_CLASS, COSTED_TABLES, WarehouseStore, money_
 NOV = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 OCT = datetime(2026, 10, 3, 12, 0, tzinfo=UTC)
 CNY = FxRate(currency="CNY", usd_per_unit="0.14", effective_from="2026-01-01", source="test")
+QWEN_TURBO_FROM_NOVEMBER = PriceVersion(
+    provider="alibaba",
+    model="qwen-turbo",
+    currency="CNY",
+    effective_from="2026-11-01",
+    source="test list price",
+    per_million=ClassRates(input=Decimal("0.3"), output=Decimal("0.6")),
+)
 
 
 def call(
@@ -77,14 +85,7 @@ def test_a_new_price_prices_unpriced_history_and_a_correction_changes_totals_onl
 
     # A price for qwen-turbo from November only: the October call stays unpriced.
     # 1M * 0.3 + 0.5M * 0.6 = 0.6 CNY * 0.14 = 0.084 USD
-    qwen = PriceVersion(
-        provider="alibaba",
-        model="qwen-turbo",
-        currency="CNY",
-        effective_from="2026-11-01",
-        source="test list price",
-        per_million=ClassRates(input=Decimal("0.3"), output=Decimal("0.6")),
-    )
+    qwen = QWEN_TURBO_FROM_NOVEMBER
     pricer.book.add(qwen)
     assert store.apply_price_version(qwen, pricer) == 1
     assert totals(store)["acme/qwen-turbo"] == ("0.084", 1)
@@ -128,14 +129,7 @@ def test_a_file_holding_costs_per_class_as_json_text_is_converted_on_open(
         [],
         [],
     )
-    qwen = PriceVersion(
-        provider="alibaba",
-        model="qwen-turbo",
-        currency="CNY",
-        effective_from="2026-11-01",
-        source="test list price",
-        per_million=ClassRates(input=Decimal("0.3"), output=Decimal("0.6")),
-    )
+    qwen = QWEN_TURBO_FROM_NOVEMBER
     pricer.book.add(qwen)
     assert store.apply_price_version(qwen, pricer) == 1
     structured = "SELECT event_id, cost_by_class FROM {} ORDER BY event_id"
