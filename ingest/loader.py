@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import TypeAlias
 
 import numpy as np
@@ -128,12 +128,40 @@ CHECKED = pa.schema(
 )
 """The columns of a batch's calls the expectation suite reads."""
 ATTO = Decimal("1e-18")
+_DECIMAL_38 = Context(prec=38)
+INTEGER_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+MONEY_BOUND = Decimal(10) ** 20
+"""What the columns of table `calls` hold: INTEGER, BIGINT and DECIMAL(38, 18) (under 10^20)."""
 
 
 def _atto_exact(amount: Decimal | None) -> Decimal | None:
     """`amount` at DECIMAL(38, 18)'s scale, rounded as DuckDB rounds it when storing it (half
     away from zero)."""
-    return None if amount is None else amount.quantize(ATTO, ROUND_HALF_UP)
+    return None if amount is None else amount.quantize(ATTO, ROUND_HALF_UP, _DECIMAL_38)
+
+
+def _storable(event: UsageEvent, saved: Decimal | None) -> None:
+    """A ValueError naming the first value of a call that table `calls` cannot hold (it would
+    fail the batch's write, and with it every later batch); the columnar path refuses these
+    before pricing."""
+    for name in ("attempt", "latency_ms", "http_status"):
+        value = getattr(event, name)
+        if value is not None and not -INTEGER_MAX - 1 <= value <= INTEGER_MAX:
+            raise ValueError(f"{name} {value} is out of the warehouse's range (32-bit)")
+    for name, count in event.tokens.model_dump().items():
+        if count > BIGINT_MAX:
+            raise ValueError(f"{name} tokens {count} are out of the warehouse's range (64-bit)")
+    amounts = {
+        "cost_usd": event.cost_usd,
+        "cost_billed": event.cost_billed,
+        "fx_rate": event.fx_rate,
+        "cache savings": saved,
+        **{f"{name} cost": amount for name, amount in (event.cost_by_class or {}).items()},
+    }
+    for name, amount in amounts.items():
+        if amount is not None and abs(amount) >= MONEY_BOUND:
+            raise ValueError(f"{name} {amount} is out of the warehouse's range (under 10^20)")
 
 
 def dead_letter(q: Quarantined) -> bytes:
@@ -231,6 +259,7 @@ class WarehouseLoader:
                         batch.quarantined.append(_quarantined(record, "pricing", rejection(exc)))
                         continue
                     saved = self.pricer.cache_savings_usd(priced)
+                    _storable(priced, saved)
                     batch.calls.append((priced, saved, origin(record)))
                 elif record.topic == PRICE_VERSIONS:
                     version = PriceVersion.model_validate_json(value)

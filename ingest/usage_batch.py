@@ -199,7 +199,8 @@ def _decode_sql() -> str:
                       AND TIMESTAMPTZ '2200-01-01 00:00:00+00'
                AND e.schema_version = 1
                AND length(e.event_id) BETWEEN 1 AND 64 AND length(e.tenant) BETWEEN 1 AND 128
-               AND e.attempt >= 1 AND e.latency_ms >= 0 AND {token_bounds}
+               AND e.attempt BETWEEN 1 AND 2147483647 AND e.latency_ms BETWEEN 0 AND 2147483647
+               AND {token_bounds}
                AND e.usage_source IN ('provider', 'estimated', 'partial', 'none')
                AND e.outcome IN ('ok', 'upstream_error', 'timeout', 'connection_error',
                                  'cancelled')
