@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from ingest.loader import FETCH_SIZES, LOADED_TOPICS, Loaded, Pipeline, WarehouseLoader, next_batch
+from ingest.fetch import FETCH_SIZES, next_batch
+from ingest.loader import LOADED_TOPICS, Loaded, Pipeline, WarehouseLoader
 
 
 @dataclass

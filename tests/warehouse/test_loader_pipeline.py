@@ -14,7 +14,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from ingest.loader import Loaded, Pipeline, Prepared, WarehouseLoader, next_batch
+from ingest.fetch import next_batch
+from ingest.loader import Loaded, Pipeline, Prepared, WarehouseLoader
 from ingest.price_book import ClassRates, PriceBook, PriceVersion
 from ingest.pricing import Pricer
 from ingest.topics import PRICE_VERSIONS, USAGE_EVENTS
