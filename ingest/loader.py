@@ -26,19 +26,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal
-from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from ingest.alert_delivery import AlertDelivery
 from ingest.alert_event import AlertEvent
-from ingest.fetch import FETCH_SIZES, next_batch
+from ingest.fetch import FETCH_SIZES, Record, next_batch
 from ingest.price_book import PriceVersion
 from ingest.pricing import Pricer, UsageInvariantError
 from ingest.quality import MONEY, CallChecks
@@ -61,7 +60,6 @@ GROUP_ID = "tokenops-warehouse"
 USAGE_TOPICS = (USAGE_EVENTS, USAGE_IMPORTS)
 HOUR_MS = 3_600_000
 LOADED_TOPICS = (USAGE_EVENTS, USAGE_IMPORTS, ALERTS, PRICE_VERSIONS, ALERT_DELIVERIES)
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 @dataclass
